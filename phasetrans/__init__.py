@@ -1,0 +1,9 @@
+"""phasetrans: predict how sparse a trained network can be pruned, from its Hessian spectrum and
+weight magnitudes (Zhang et al., NeurIPS 2024; Larsen et al., ICLR 2022; Amelunxen et al., 2014),
+and validate the prediction by pruning."""
+
+from ._checks import fingerprints_equal, model_fingerprint, preserve_model
+from .operators import DenseOperator, HessianOperator, Operator, as_operator
+from .params import prunable_parameters, select_parameters
+
+__version__ = "0.1.0"

@@ -1,0 +1,105 @@
+"""Normalising the ``data`` argument: a DataLoader / re-iterable of ``(inputs, targets)`` batches,
+or a single ``(inputs, targets)`` tuple of tensors.
+
+Dataset-level quantities weight each batch by its size ``|b|`` (the length of the first
+dimension of ``inputs``), so an uneven last batch is counted exactly.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["Batches", "as_batches", "move_batch", "batch_size"]
+
+
+def batch_size(inputs: Any) -> int:
+    """Number of samples in a batch of ``inputs`` (the first dimension)."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ValueError("data: batch inputs must have a batch dimension, got a 0-d tensor")
+        return int(inputs.shape[0])
+    if isinstance(inputs, (tuple, list)) and inputs and isinstance(inputs[0], torch.Tensor):
+        return batch_size(inputs[0])
+    raise TypeError(
+        f"data: batch inputs must be a tensor (or a tuple of tensors), got {type(inputs).__name__}"
+    )
+
+
+def move_batch(inputs: Any, targets: Any, device: torch.device, dtype: torch.dtype):
+    """Move a batch to ``device``; floating inputs (and floating targets) are cast to ``dtype``."""
+
+    def move(t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            if t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+        if isinstance(t, (tuple, list)):
+            return type(t)(move(x) for x in t)
+        return t
+
+    return move(inputs), move(targets)
+
+
+class Batches:
+    """A re-iterable view of ``data`` that yields ``(inputs, targets)`` pairs and checks them."""
+
+    def __init__(self, data: Any, name: str = "data"):
+        self.name = name
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data
+        ):
+            inputs, targets = data
+            if batch_size(inputs) != (targets.shape[0] if targets.dim() > 0 else -1):
+                raise ValueError(
+                    f"{name}: inputs and targets must have the same first dimension, got "
+                    f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+                )
+            self._source: Iterable = [(inputs, targets)]
+        elif isinstance(data, (torch.Tensor, str, bytes, dict)) or not isinstance(
+            data, collections.abc.Iterable
+        ):
+            raise TypeError(
+                f"{name} must be a DataLoader / iterable of (inputs, targets) batches or one "
+                f"(inputs, targets) tuple of tensors, got {type(data).__name__}"
+            )
+        elif isinstance(data, collections.abc.Iterator):
+            raise TypeError(
+                f"{name} is a one-shot iterator (e.g. a generator); the estimators pass over the "
+                f"data many times: pass a DataLoader or a list of (inputs, targets) batches"
+            )
+        else:
+            self._source = data
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        count = 0
+        for index, batch in enumerate(self._source):
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise TypeError(
+                    f"{self.name}: batch {index} must be an (inputs, targets) pair, got "
+                    f"{type(batch).__name__}"
+                )
+            inputs, targets = batch[0], batch[1]
+            if batch_size(inputs) == 0:
+                continue
+            count += 1
+            yield inputs, targets
+        if count == 0:
+            raise ValueError(f"{self.name} must contain at least one non-empty batch, got none")
+
+    def sizes(self) -> list[int]:
+        """Batch sizes, in order (one pass over the data)."""
+        return [batch_size(x) for x, _ in self]
+
+    def __len__(self) -> int:
+        return len(self._source)  # type: ignore[arg-type]
+
+
+def as_batches(data: Any, name: str = "data") -> Batches:
+    """Wrap ``data`` as :class:`Batches` (idempotent)."""
+    if isinstance(data, Batches):
+        return data
+    return Batches(data, name=name)

@@ -1,0 +1,180 @@
+"""Argument checks and the model-state guard shared by every public entry point.
+
+Every public function validates its arguments with these helpers, so that bad input raises a
+``ValueError`` or ``TypeError`` that names the argument and says what was expected, and wraps any
+work on a user's model in :func:`preserve_model`, so that the model comes back bit-for-bit as it
+went in (parameters, gradients, buffers, ``requires_grad`` and train/eval mode), also when the
+call fails midway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "check_model",
+    "check_int",
+    "check_float",
+    "check_fraction",
+    "check_choice",
+    "check_seed",
+    "preserve_model",
+    "model_fingerprint",
+    "model_device_dtype",
+]
+
+
+def check_model(model: Any, name: str = "model") -> nn.Module:
+    """Return ``model`` if it is an ``nn.Module``, else raise ``TypeError``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (bools refused) within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({value!r})")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_float(
+    value: Any,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """A real number, finite (unless ``allow_inf``) and within the given bounds.
+
+    ``strict_minimum=True`` makes the lower bound exclusive (``value > minimum``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None:
+        if strict_minimum and not value > minimum:
+            raise ValueError(f"{name} must be > {minimum}, got {value}")
+        if not strict_minimum and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """A finite number in ``[0, 1]`` (a sparsity or a kept fraction)."""
+    return check_float(value, name, minimum=0.0, maximum=1.0)
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of strings."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {list(choices)}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A non-negative integer seed."""
+    return check_int(seed, name, minimum=0)
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first floating parameter (CPU/float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.device, b.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """A copy of everything :func:`preserve_model` promises to keep: for tests and assertions.
+
+    Compare two fingerprints with :func:`fingerprints_equal` (bitwise, NaN-safe).
+    """
+    return {
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: (None if p.grad is None else p.grad.detach().clone())
+            for n, p in model.named_parameters()
+        },
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
+        "training": {n: m.training for n, m in model.named_modules()},
+    }
+
+
+def _bitwise_equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        # view as integers so that NaN payloads and signed zeros compare bit for bit
+        width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+        if a.is_complex():
+            a, b = torch.view_as_real(a), torch.view_as_real(b)
+        a = a.contiguous().view(width[a.element_size()])
+        b = b.contiguous().view(width[b.element_size()])
+    return bool(torch.equal(a, b))
+
+
+def fingerprints_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when two :func:`model_fingerprint` results are bit-for-bit identical."""
+    for key in ("requires_grad", "training"):
+        if a[key] != b[key]:
+            return False
+    for key in ("params", "grads", "buffers"):
+        if a[key].keys() != b[key].keys():
+            return False
+        if not all(_bitwise_equal(a[key][n], b[key][n]) for n in a[key]):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def preserve_model(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block on ``model`` and put it back bit-for-bit afterwards, also on exceptions.
+
+    Restores parameter values (in place, so the ``Parameter`` objects users hold stay valid),
+    gradients, buffers, ``requires_grad`` flags and each submodule's train/eval mode.
+    """
+    saved = model_fingerprint(model)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if not _bitwise_equal(p.data, saved["params"][n]):
+                    p.data.copy_(saved["params"][n])
+                p.grad = saved["grads"][n]
+                p.requires_grad_(saved["requires_grad"][n])
+            for n, b in model.named_buffers():
+                if n in saved["buffers"] and not _bitwise_equal(b, saved["buffers"][n]):
+                    b.copy_(saved["buffers"][n])
+        for n, m in model.named_modules():
+            if n in saved["training"]:
+                m.training = saved["training"][n]

@@ -1,0 +1,401 @@
+"""Linear operators: the dataset-level Hessian of a model's loss, and dense matrices.
+
+An operator has ``.dim``, ``.dtype``, ``.device`` and supports ``H @ v`` for ``v`` of shape
+``(dim,)`` or ``(dim, K)`` (K columns served by one pass over the data), like curvlinops'
+operators and SciPy's ``LinearOperator``. The spectral estimators (:mod:`phasetrans.spectral`)
+accept any such operator, a dense symmetric tensor/array, or a ``scipy.sparse.linalg.LinearOperator``.
+
+The Hessian-vector product of the dataset-mean loss weights each batch by its size (THEORY §6)::
+
+    H v = sum_b (|b| / N) H_b v,        N = sum_b |b|
+
+so an uneven last batch is exact. Reference: Pearlmutter, "Fast exact multiplication by the
+Hessian" (1994); forward-over-reverse via ``torch.func`` (``vmap`` of ``jvp`` of ``grad``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, jvp, vmap
+
+from ._batches import as_batches, batch_size, move_batch
+from ._checks import check_choice, check_int, check_model, model_device_dtype
+from .params import select_parameters
+
+__all__ = ["Operator", "DenseOperator", "HessianOperator", "as_operator"]
+
+
+class Operator:
+    """Base class of symmetric linear operators on ``R^dim``.
+
+    Subclasses implement :meth:`_matmat` for a ``(dim, K)`` tensor of dtype ``self.dtype`` on
+    ``self.device``.
+    """
+
+    dim: int
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __matmul__(self, v: Any) -> torch.Tensor:
+        """``H @ v`` for ``v`` of shape ``(dim,)`` or ``(dim, K)``; returns ``v``'s dtype."""
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(v)
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"v must be a torch.Tensor or numpy array, got {type(v).__name__}")
+        if v.dim() not in (1, 2) or v.shape[0] != self.dim:
+            raise ValueError(
+                f"v must have shape ({self.dim},) or ({self.dim}, K), got {tuple(v.shape)}"
+            )
+        if not v.is_floating_point():
+            raise TypeError(f"v must be a floating tensor, got dtype {v.dtype}")
+        if v.dim() == 2 and v.shape[1] == 0:
+            return v.clone()
+        if not torch.isfinite(v).all():
+            raise ValueError("v must be finite, got NaN or inf entries")
+        out_dtype, out_device = v.dtype, v.device
+        V = v.reshape(self.dim, -1).to(device=self.device, dtype=self.dtype)
+        out = self._matmat(V)
+        out = out.to(device=out_device, dtype=out_dtype)
+        return out.reshape(v.shape)
+
+    def matvec(self, v: Any) -> torch.Tensor:
+        """Same as ``self @ v``."""
+        return self @ v
+
+    def to_dense(self, max_dim: int = 20_000, chunk: int = 64) -> torch.Tensor:
+        """The matrix, ``dim × dim``, by products with identity columns (``chunk`` at a time)."""
+        check_int(max_dim, "max_dim", minimum=1)
+        check_int(chunk, "chunk", minimum=1)
+        if self.dim > max_dim:
+            raise ValueError(
+                f"to_dense: dim={self.dim} exceeds max_dim={max_dim}; a dense Hessian would need "
+                f"{self.dim**2 * 8 / 2**30:.1f} GiB in float64. Use slq/top_eigenvalues instead, "
+                f"or raise max_dim"
+            )
+        acc = torch.float64 if self.dtype in (torch.float16, torch.bfloat16) else self.dtype
+        cols = []
+        for start in range(0, self.dim, chunk):
+            stop = min(self.dim, start + chunk)
+            E = torch.zeros(self.dim, stop - start, dtype=acc, device=self.device)
+            E[torch.arange(start, stop), torch.arange(stop - start)] = 1
+            cols.append(self @ E)
+        return torch.cat(cols, dim=1)
+
+
+class DenseOperator(Operator):
+    """A dense symmetric matrix as an :class:`Operator`."""
+
+    def __init__(self, matrix: Any, name: str = "H"):
+        if isinstance(matrix, np.ndarray):
+            matrix = torch.from_numpy(matrix)
+        if not isinstance(matrix, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor or array, got {type(matrix).__name__}")
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty square matrix, got shape {tuple(matrix.shape)}")
+        if not matrix.is_floating_point():
+            matrix = matrix.to(torch.float64)
+        if not torch.isfinite(matrix).all():
+            raise ValueError(f"{name} must be finite, got NaN or inf entries")
+        self.matrix = matrix
+        self.dim = int(matrix.shape[0])
+        self.dtype = matrix.dtype
+        self.device = matrix.device
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ V
+
+
+class _ScipyOperator(Operator):
+    def __init__(self, op: Any):
+        if op.shape[0] != op.shape[1]:
+            raise ValueError(f"H must be square, got shape {op.shape}")
+        self.op = op
+        self.dim = int(op.shape[0])
+        self.dtype = torch.float64
+        self.device = torch.device("cpu")
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = self.op.matmat(V.cpu().numpy())
+        return torch.as_tensor(np.asarray(out), dtype=torch.float64)
+
+
+def as_operator(H: Any, name: str = "H") -> Operator:
+    """An :class:`Operator` from an operator, a dense tensor/array, or a SciPy LinearOperator."""
+    if isinstance(H, Operator):
+        return H
+    if isinstance(H, (torch.Tensor, np.ndarray)):
+        return DenseOperator(H, name=name)
+    try:
+        from scipy.sparse.linalg import LinearOperator
+    except ImportError:  # pragma: no cover
+        LinearOperator = ()  # type: ignore[assignment]
+    if isinstance(H, LinearOperator):
+        return _ScipyOperator(H)
+    raise TypeError(
+        f"{name} must be a phasetrans operator (e.g. HessianOperator), a square tensor/array, or "
+        f"a scipy.sparse.linalg.LinearOperator, got {type(H).__name__}"
+    )
+
+
+_BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+class HessianOperator(Operator):
+    """Hessian of the dataset-mean training loss with respect to selected parameters.
+
+    ``H @ v`` computes ``sum_b (|b|/N) ∇²L_b(w) v`` exactly (uneven last batch included) with
+    the other parameters held fixed; ``v`` may have ``K`` columns, served by one pass over the
+    data (``vmap`` of forward-over-reverse ``jvp(grad)``, or graph-reusing double backward).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluated functionally (``torch.func.functional_call``); never modified.
+    loss_fn : callable
+        ``loss_fn(outputs, targets)`` returning the batch *mean* loss.
+    data : DataLoader, iterable of ``(inputs, targets)``, or one ``(inputs, targets)`` tuple
+    params : None | "all" | list of str
+        ``None``: prunable weights (``nn.Linear``/``nn.Conv*`` weights); ``"all"``: every
+        floating parameter; or a list of parameter names.
+    batchnorm : "eval" | "train"
+        ``"eval"`` (default) evaluates the whole model in eval mode (running statistics for
+        BatchNorm, no dropout), which makes ``H`` a fixed matrix. ``"train"`` uses batch
+        statistics in BatchNorm layers (running statistics are not updated).
+    method : "auto" | "func" | "backward"
+        ``"func"``: ``vmap(jvp(grad))``; ``"backward"``: one gradient graph per batch, one
+        backward-of-backward per column. ``"auto"`` picks ``"func"`` unless
+        ``batchnorm="train"``.
+    distributed : None | bool
+        Data-parallel products over ``torch.distributed``: each rank passes its shard, batch
+        sums and sample counts are all-reduced, so ``H @ v`` is the whole-data product on every
+        rank. ``None``: on when ``torch.distributed`` is initialised.
+    chunk_size : int, optional
+        Columns per vectorised pass (memory bound for many columns); default all at once.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        data: Any,
+        params: Any = None,
+        batchnorm: str = "eval",
+        method: str = "auto",
+        distributed: bool | None = None,
+        chunk_size: int | None = None,
+    ):
+        self.model = check_model(model)
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        self.loss_fn = loss_fn
+        self.data = as_batches(data)
+        self.batchnorm = check_choice(batchnorm, "batchnorm", ("eval", "train"))
+        method = check_choice(method, "method", ("auto", "func", "backward"))
+        if method == "auto":
+            method = "backward" if batchnorm == "train" else "func"
+        if method == "func" and batchnorm == "train":
+            raise ValueError(
+                "method='func' cannot be combined with batchnorm='train' (batch statistics are "
+                "not vmappable); use method='backward'"
+            )
+        self.method = method
+        if chunk_size is not None:
+            chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+        self.chunk_size = chunk_size
+        if distributed is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        elif not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be None or a bool, got {type(distributed).__name__}")
+        if distributed and not (
+            torch.distributed.is_available() and torch.distributed.is_initialized()
+        ):
+            raise ValueError("distributed=True needs an initialised torch.distributed process group")
+        self.distributed = distributed
+
+        self.param_names = select_parameters(model, params)
+        named = dict(model.named_parameters())
+        self._shapes = [named[n].shape for n in self.param_names]
+        self._numels = [named[n].numel() for n in self.param_names]
+        self.dim = int(sum(self._numels))
+        self.device, self.dtype = model_device_dtype(model)
+        dtypes = {named[n].dtype for n in self.param_names}
+        if len(dtypes) != 1:
+            raise ValueError(f"params: selected parameters must share one dtype, got {dtypes}")
+        self.dtype = dtypes.pop()
+        self.device = named[self.param_names[0]].device
+        self.num_samples: int | None = None  # known after the first pass
+        self._checked = False
+
+    # -- helpers ---------------------------------------------------------------------------
+    def parameters_vector(self) -> torch.Tensor:
+        """The selected parameters, flattened and concatenated (a detached copy)."""
+        named = dict(self.model.named_parameters())
+        return torch.cat([named[n].detach().reshape(-1) for n in self.param_names]).clone()
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat vector of length ``dim`` into ``{name: tensor}`` with parameter shapes."""
+        pieces = torch.split(flat, self._numels)
+        return {n: p.view(s) for n, p, s in zip(self.param_names, pieces, self._shapes)}
+
+    def _fixed_state(self) -> dict[str, torch.Tensor]:
+        state = {n: p.detach() for n, p in self.model.named_parameters() if n not in self.param_names}
+        for n, b in self.model.named_buffers():
+            # copies, so that nothing done in a forward pass can touch the user's buffers
+            state[n] = b.detach().clone() if self.batchnorm == "train" else b.detach()
+        return state
+
+    def _set_modes(self) -> list[tuple[nn.Module, bool]]:
+        saved = [(m, m.training) for m in self.model.modules()]
+        for m in self.model.modules():
+            m.training = self.batchnorm == "train" and isinstance(m, _BATCHNORM_TYPES)
+        return saved
+
+    def _loss(self, flat: torch.Tensor, fixed: dict, inputs: Any, targets: Any, index: int):
+        state = dict(fixed)
+        state.update(self.unflatten(flat))
+        args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+        outputs = functional_call(self.model, state, args)
+        return self.loss_fn(outputs, targets)
+
+    def _batches(self):
+        for index, (inputs, targets) in enumerate(self.data):
+            yield index, batch_size(inputs), move_batch(inputs, targets, self.device, self.dtype)
+
+    @staticmethod
+    def _check_loss(loss: torch.Tensor, index: int) -> None:
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TypeError(
+                f"loss_fn must return a scalar tensor (the batch mean), got "
+                f"{type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}"
+                f" at batch {index}"
+            )
+        if not torch.isfinite(loss).all():
+            raise ValueError(f"non-finite loss ({loss.item()}) at batch {index} of data")
+
+    def _reduce(self, total: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+        if not self.distributed:
+            return total, count
+        import torch.distributed as dist
+
+        n = torch.tensor([float(count)], dtype=torch.float64, device=total.device)
+        dist.all_reduce(total)
+        dist.all_reduce(n)
+        return total, int(round(n.item()))
+
+    # -- products --------------------------------------------------------------------------
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        w = self.parameters_vector()
+        fixed = self._fixed_state()
+        acc_dtype = torch.float64 if self.dtype != torch.float64 else self.dtype
+        total = torch.zeros(self.dim, V.shape[1], dtype=acc_dtype, device=self.device)
+        count = 0
+        saved_modes = self._set_modes()
+        try:
+            for index, size, (inputs, targets) in self._batches():
+                if self.method == "func":
+                    HV = self._batch_hvp_func(w, fixed, inputs, targets, index, V)
+                else:
+                    HV = self._batch_hvp_backward(w, fixed, inputs, targets, index, V)
+                if not torch.isfinite(HV).all():
+                    raise ValueError(f"non-finite Hessian-vector product at batch {index} of data")
+                total.add_(HV.to(acc_dtype), alpha=float(size))
+                count += size
+        finally:
+            for m, mode in saved_modes:
+                m.training = mode
+        total, count = self._reduce(total, count)
+        self.num_samples = count
+        return (total / count).to(self.dtype)
+
+    def _batch_hvp_func(self, w, fixed, inputs, targets, index, V):
+        def loss_of(flat):
+            return self._loss(flat, fixed, inputs, targets, index)
+
+        if not self._checked:
+            # one plain forward, once, so that a bad loss_fn gets a clear error, not a vmap one
+            with torch.no_grad():
+                self._check_loss(loss_of(w), index)
+            self._checked = True
+        gradient_and_loss = grad_and_value(loss_of)
+
+        def hvp(v):
+            _, hv, loss = jvp(gradient_and_loss, (w,), (v,), has_aux=True)
+            return hv, loss
+
+        if V.shape[1] == 1:
+            hv, loss = hvp(V[:, 0])
+            HV = hv.unsqueeze(1)
+        else:
+            HV, loss = vmap(hvp, in_dims=1, out_dims=(1, 0), chunk_size=self.chunk_size)(V)
+            loss = loss[0]
+        self._check_loss(loss.detach(), index)
+        return HV
+
+    def _batch_hvp_backward(self, w, fixed, inputs, targets, index, V):
+        with torch.enable_grad():
+            flat = w.detach().requires_grad_(True)
+            loss = self._loss(flat, fixed, inputs, targets, index)
+            self._check_loss(loss, index)
+            (g,) = torch.autograd.grad(loss, flat, create_graph=True)
+            cols = []
+            for k in range(V.shape[1]):
+                (hv,) = torch.autograd.grad(
+                    g, flat, grad_outputs=V[:, k], retain_graph=k < V.shape[1] - 1
+                )
+                cols.append(hv.detach())
+        return torch.stack(cols, dim=1)
+
+    # -- whole-data quantities ------------------------------------------------------------
+    def loss_and_gradient(self) -> tuple[float, torch.Tensor, list[float], list[int]]:
+        """Dataset-mean loss, its gradient (w.r.t. the selected parameters), and per-batch losses
+        and sizes (local to this rank when distributed)."""
+        w = self.parameters_vector()
+        fixed = self._fixed_state()
+        acc_dtype = torch.float64
+        gsum = torch.zeros(self.dim, dtype=acc_dtype, device=self.device)
+        lsum = torch.zeros(1, dtype=acc_dtype, device=self.device)
+        losses, sizes = [], []
+        saved_modes = self._set_modes()
+        try:
+            for index, size, (inputs, targets) in self._batches():
+                with torch.enable_grad():
+                    flat = w.detach().requires_grad_(True)
+                    loss = self._loss(flat, fixed, inputs, targets, index)
+                    self._check_loss(loss, index)
+                    (g,) = torch.autograd.grad(loss, flat)
+                gsum.add_(g.to(acc_dtype), alpha=float(size))
+                lsum += float(loss.detach()) * size
+                losses.append(float(loss.detach()))
+                sizes.append(size)
+        finally:
+            for m, mode in saved_modes:
+                m.training = mode
+        count = sum(sizes)
+        if self.distributed:
+            import torch.distributed as dist
+
+            packed = torch.cat([gsum, lsum, torch.tensor([float(count)], dtype=acc_dtype, device=self.device)])
+            dist.all_reduce(packed)
+            gsum, lsum, count = packed[: self.dim], packed[self.dim : self.dim + 1], int(round(packed[-1].item()))
+        self.num_samples = count
+        return float(lsum.item() / count), (gsum / count).to(self.dtype), losses, sizes
+
+    def __repr__(self) -> str:
+        return (
+            f"HessianOperator(dim={self.dim}, dtype={self.dtype}, device={self.device}, "
+            f"params={len(self.param_names)} tensors, method={self.method!r}, "
+            f"batchnorm={self.batchnorm!r}, distributed={self.distributed})"
+        )
+
