@@ -1,0 +1,317 @@
+"""HessianOperator against dense float64 ``torch.func.hessian`` references (THEORY §6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+import phasetrans as pt
+from phasetrans._checks import fingerprints_equal, model_fingerprint
+
+DT = torch.float64
+REL = 1e-10
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5), nn.Softplus(), nn.Linear(5, 3)).to(DT)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, batchnorm: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 3)
+        self.bn = nn.BatchNorm2d(3) if batchnorm else nn.Identity()
+        self.conv2 = nn.Conv1d(3, 2, 2)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(2 * 8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn(self.conv1(x)))  # (N, 3, 4, 4)
+        h = h.flatten(2)  # (N, 3, 16)
+        h = torch.tanh(self.conv2(h))[..., ::2]  # (N, 2, 8)
+        return self.fc(self.drop(h.flatten(1)))
+
+
+def cnn(batchnorm=False):
+    torch.manual_seed(1)
+    model = SmallCNN(batchnorm).to(DT)
+    if batchnorm:
+        with torch.no_grad():  # non-trivial running statistics
+            model.bn.running_mean.uniform_(-0.5, 0.5)
+            model.bn.running_var.uniform_(0.5, 2.0)
+            model.bn.weight.uniform_(0.5, 1.5)
+            model.bn.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+def dataset(kind, n=23):
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(n, 6, generator=g, dtype=DT) if kind == "mlp" else torch.randn(n, 1, 6, 6, generator=g, dtype=DT)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return X, y
+
+
+def uneven_batches(X, y, sizes=(10, 10, 3)):
+    out, start = [], 0
+    for s in sizes:
+        out.append((X[start : start + s], y[start : start + s]))
+        start += s
+    assert start == len(y)
+    return out
+
+
+def dense_reference(model, loss_fn, X, y, names):
+    """Hessian of the whole-data mean loss, eval mode, w.r.t. the named parameters (flattened)."""
+    named = dict(model.named_parameters())
+    fixed = {n: p.detach() for n, p in named.items() if n not in names}
+    fixed.update({n: b.detach() for n, b in model.named_buffers()})
+    shapes = [named[n].shape for n in names]
+    numels = [named[n].numel() for n in names]
+    w0 = torch.cat([named[n].detach().reshape(-1) for n in names])
+    was_training = model.training
+    model.eval()
+    try:
+        def f(w):
+            state = dict(fixed)
+            state.update({n: p.view(s) for n, p, s in zip(names, torch.split(w, numels), shapes)})
+            return loss_fn(functional_call(model, state, (X,)), y)
+
+        return hessian(f)(w0)
+    finally:
+        model.train(was_training)
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+CASES = [
+    ("mlp", mlp, "mlp"),
+    ("cnn", lambda: cnn(False), "cnn"),
+    ("cnn_bn", lambda: cnn(True), "cnn"),
+]
+
+
+@pytest.mark.parametrize("name,make,kind", CASES)
+@pytest.mark.parametrize("params", [None, "all"])
+@pytest.mark.parametrize("method", ["func", "backward"])
+def test_hvp_matches_dense_hessian(name, make, kind, params, method):
+    model = make()
+    model.train()  # the operator must evaluate in eval mode regardless
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset(kind)
+    data = uneven_batches(X, y)
+    before = model_fingerprint(model)
+    H = pt.HessianOperator(model, loss_fn, data, params=params, method=method)
+    ref = dense_reference(model, loss_fn, X, y, H.param_names)
+    assert ref.shape == (H.dim, H.dim)
+    g = torch.Generator().manual_seed(3)
+    V = torch.randn(H.dim, 4, generator=g, dtype=DT)
+    assert rel_err(H @ V, ref @ V) <= REL
+    assert rel_err(H @ V[:, 1], ref @ V[:, 1]) <= REL
+    assert H.num_samples == len(y)
+    assert fingerprints_equal(before, model_fingerprint(model))
+
+
+def test_prunable_selection_and_list_of_names():
+    model = cnn(True)
+    assert list(pt.prunable_parameters(model)) == ["conv1.weight", "conv2.weight", "fc.weight"]
+    X, y = dataset("cnn")
+    names = ["bn.weight", "fc.weight"]
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), (X, y), params=names)
+    assert H.param_names == names and H.dim == 3 + 16 * 3
+    ref = dense_reference(model, nn.CrossEntropyLoss(), X, y, names)
+    assert rel_err(H.to_dense(), ref) <= REL
+
+
+def test_to_dense_symmetric_and_exact():
+    model = mlp()
+    X, y = dataset("mlp")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven_batches(X, y, (7, 7, 7, 2)))
+    dense = H.to_dense(chunk=5)
+    ref = dense_reference(model, nn.CrossEntropyLoss(), X, y, H.param_names)
+    assert rel_err(dense, ref) <= REL
+    assert torch.allclose(dense, dense.T, atol=1e-13)
+    with pytest.raises(ValueError, match="max_dim"):
+        H.to_dense(max_dim=10)
+
+
+def test_uneven_last_batch_weighting_is_exact():
+    """Single-sample last batch: a wrong (per-batch mean) weighting would be far off."""
+    model = mlp()
+    X, y = dataset("mlp", n=21)
+    H1 = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven_batches(X, y, (20, 1)))
+    H2 = pt.HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
+    v = torch.randn(H1.dim, dtype=DT, generator=torch.Generator().manual_seed(0))
+    assert rel_err(H1 @ v, H2 @ v) <= REL
+
+
+def test_dataloader_and_float32_inputs_cast_to_model_dtype():
+    model = mlp()
+    X, y = dataset("mlp")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X.float(), y), batch_size=8)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader)
+    ref = dense_reference(model, nn.CrossEntropyLoss(), X.float().double(), y, H.param_names)
+    v = torch.randn(H.dim, dtype=DT, generator=torch.Generator().manual_seed(0))
+    assert rel_err(H @ v, ref @ v) <= REL
+
+
+def test_float32_model_agrees_with_float64():
+    model64 = mlp()
+    model32 = mlp().float()
+    X, y = dataset("mlp")
+    H64 = pt.HessianOperator(model64, nn.CrossEntropyLoss(), uneven_batches(X, y))
+    H32 = pt.HessianOperator(model32, nn.CrossEntropyLoss(), uneven_batches(X.float(), y))
+    assert H32.dtype == torch.float32 and H64.dtype == torch.float64
+    v = torch.randn(H64.dim, dtype=DT, generator=torch.Generator().manual_seed(0))
+    out32 = H32 @ v
+    assert out32.dtype == torch.float64  # returned in the dtype of v
+    assert rel_err(out32, H64 @ v) < 1e-5
+    assert (H32 @ v.float()).dtype == torch.float32
+
+
+def test_batchnorm_train_mode_uses_batch_statistics_and_keeps_buffers():
+    model = cnn(True)
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset("cnn")
+    data = uneven_batches(X, y)
+    before = model_fingerprint(model)
+    H = pt.HessianOperator(model, loss_fn, data, batchnorm="train")
+    assert H.method == "backward"
+    # reference: per-batch Hessians with batch statistics, weighted by batch size
+    names = H.param_names
+    named = dict(model.named_parameters())
+    numels = [named[n].numel() for n in names]
+    shapes = [named[n].shape for n in names]
+    w0 = H.parameters_vector()
+    ref = torch.zeros(H.dim, H.dim, dtype=DT)
+    model.drop.eval()  # dropout off, as in the operator
+    try:
+        for xb, yb in data:
+            fixed = {n: p.detach() for n, p in named.items() if n not in names}
+            fixed.update({n: b.detach().clone() for n, b in model.named_buffers()})
+
+            def f(w, xb=xb, yb=yb, fixed=fixed):
+                state = dict(fixed)
+                state.update({n: p.view(s) for n, p, s in zip(names, torch.split(w, numels), shapes)})
+                return loss_fn(functional_call(model, state, (xb,)), yb)
+
+            ref += len(yb) * torch.autograd.functional.hessian(f, w0)
+    finally:
+        model.drop.train()
+    ref /= len(y)
+    v = torch.randn(H.dim, 2, dtype=DT, generator=torch.Generator().manual_seed(0))
+    assert rel_err(H @ v, ref @ v) <= REL
+    assert fingerprints_equal(before, model_fingerprint(model))
+    with pytest.raises(ValueError, match="batchnorm='train'"):
+        pt.HessianOperator(model, loss_fn, data, batchnorm="train", method="func")
+
+
+def test_model_untouched_including_grads_and_requires_grad():
+    model = cnn(True)
+    model.eval()
+    model.conv1.weight.requires_grad_(False)
+    X, y = dataset("cnn")
+    nn.CrossEntropyLoss()(model(X), y).backward()  # populate some grads
+    before = model_fingerprint(model)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven_batches(X, y), params="all")
+    H @ torch.ones(H.dim, dtype=DT)
+    H.loss_and_gradient()
+    assert fingerprints_equal(before, model_fingerprint(model))
+
+
+def test_loss_and_gradient_match_autograd():
+    model = mlp()
+    X, y = dataset("mlp")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven_batches(X, y))
+    loss, gradient, losses, sizes = H.loss_and_gradient()
+    full = nn.CrossEntropyLoss()(model(X), y)
+    ref = torch.autograd.grad(full, [dict(model.named_parameters())[n] for n in H.param_names])
+    assert abs(loss - full.item()) < 1e-14
+    assert rel_err(gradient, torch.cat([r.reshape(-1) for r in ref])) <= REL
+    assert sizes == [10, 10, 3] and len(losses) == 3
+
+
+def test_non_finite_loss_names_the_batch():
+    model = mlp()
+    X, y = dataset("mlp")
+    X = X.clone()
+    X[15, 0] = float("nan")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven_batches(X, y))
+    for method in ("func", "backward"):
+        H.method = method
+        with pytest.raises(ValueError, match="batch 1"):
+            H @ torch.ones(H.dim, dtype=DT)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(model="not a model"), TypeError, "model"),
+        (dict(loss_fn=3), TypeError, "loss_fn"),
+        (dict(data=torch.zeros(3)), TypeError, "data"),
+        (dict(data=[]), ValueError, "data"),
+        (dict(data=(torch.zeros(3, 6), torch.zeros(4))), ValueError, "data"),
+        (dict(params="some"), ValueError, "params"),
+        (dict(params=["nope.weight"]), ValueError, "params"),
+        (dict(params=[]), ValueError, "params"),
+        (dict(batchnorm="frozen"), ValueError, "batchnorm"),
+        (dict(method="magic"), ValueError, "method"),
+        (dict(chunk_size=0), ValueError, "chunk_size"),
+        (dict(distributed="yes"), TypeError, "distributed"),
+        (dict(distributed=True), ValueError, "distributed"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    X, y = dataset("mlp")
+    args = dict(model=mlp(), loss_fn=nn.CrossEntropyLoss(), data=uneven_batches(X, y))
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        H = pt.HessianOperator(**args)
+        H @ torch.ones(H.dim, dtype=DT)  # empty data is found on the first pass
+
+
+def test_bad_vectors_and_one_shot_iterators():
+    model = mlp()
+    X, y = dataset("mlp")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
+    with pytest.raises(ValueError, match="shape"):
+        H @ torch.ones(H.dim + 1, dtype=DT)
+    with pytest.raises(TypeError, match="floating"):
+        H @ torch.ones(H.dim, dtype=torch.long)
+    with pytest.raises(ValueError, match="finite"):
+        H @ torch.full((H.dim,), float("nan"), dtype=DT)
+    with pytest.raises(TypeError, match="v must be"):
+        H @ [1.0] * H.dim
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        pt.HessianOperator(model, nn.CrossEntropyLoss(), (b for b in [(X, y)]))
+    with pytest.raises(ValueError, match="prunable"):
+        pt.HessianOperator(nn.Sequential(nn.Tanh()), nn.CrossEntropyLoss(), (X, y))
+
+
+def test_loss_fn_returning_non_scalar_is_reported():
+    model = mlp()
+    X, y = dataset("mlp")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(reduction="none"), (X, y))
+    with pytest.raises(TypeError, match="scalar"):
+        H @ torch.ones(H.dim, dtype=DT)
+
+
+def test_dense_operator_and_scipy_operator():
+    from scipy.sparse.linalg import aslinearoperator
+
+    A = torch.randn(5, 5, dtype=DT, generator=torch.Generator().manual_seed(0))
+    A = A + A.T
+    op = pt.as_operator(A)
+    v = torch.randn(5, 2, dtype=DT)
+    assert torch.allclose(op @ v, A @ v)
+    sop = pt.as_operator(aslinearoperator(A.numpy()))
+    assert torch.allclose(sop @ v, A @ v)
+    with pytest.raises(ValueError, match="square"):
+        pt.as_operator(torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="H must be"):
+        pt.as_operator("matrix")
