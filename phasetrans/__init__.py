@@ -2,7 +2,10 @@
 weight magnitudes (Zhang et al., NeurIPS 2024; Larsen et al., ICLR 2022; Amelunxen et al., 2014),
 and validate the prediction by pruning."""
 
+from . import data, models
 from ._checks import fingerprints_equal, model_fingerprint, preserve_model
+from .data import load_dataset
+from .models import build_model
 from .operators import DenseOperator, HessianOperator, Operator, as_operator
 from .params import prunable_parameters, select_parameters
 
