@@ -1,0 +1,53 @@
+"""Worker run in each of the spawned ranks by tests/test_distributed.py (gloo on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+def problem():
+    """A float64 MLP and 37 samples (whole data), identical in every process."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 4)).double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(37, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (37,), generator=g)
+    return model, X, y
+
+
+def batches(X, y, batch_size=5):
+    return [(X[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
+
+
+def worker(rank: int, world_size: int, port: int, out_dir: str, task: str) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        import phasetrans as pt
+        from phasetrans.distributed import shard
+
+        model, X, y = problem()
+        Xs, ys = shard((X, y))  # uneven shards: 37 = 19 + 18
+        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches(Xs, ys))
+        assert H.distributed
+        result = {"shard": len(ys)}
+        V = torch.randn(H.dim, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        result["HV"] = H @ V
+        loss, gradient, _, _ = H.loss_and_gradient()
+        result["loss"], result["gradient"] = loss, gradient
+        result["num_samples"] = H.num_samples
+        if task == "all":
+            density = pt.slq(H, num_steps=12, num_probes=3, seed=4)
+            result["nodes"], result["weights"] = density.nodes, density.weights
+            est = pt.trace(H, method="hutchinson", num_matvecs=20, seed=2)
+            result["trace"] = (est.value, est.stderr)
+            top = pt.top_eigenvalues(H, k=2, seed=1)
+            result["top"] = top.values
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()

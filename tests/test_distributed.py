@@ -1,0 +1,82 @@
+"""Data-parallel Hessian products over torch.distributed: 2 CPU processes (gloo on 127.0.0.1)
+with uneven shards must reproduce the single-process whole-data results (issue 9)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from _dist_worker import batches, problem, worker
+from torch import nn
+
+import phasetrans as pt
+from phasetrans.distributed import get_rank, get_world_size, is_main_process, shard, shard_range
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    task = "all" if hasattr(pt, "slq") and hasattr(pt, "trace") and hasattr(pt, "top_eigenvalues") else "hvp"
+    mp.start_processes(worker, args=(2, free_port(), str(out), task), nprocs=2, join=True, start_method="spawn")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)], task
+
+
+@pytest.mark.slow
+def test_two_ranks_match_single_process(two_rank_results):
+    results, task = two_rank_results
+    model, X, y = problem()
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches(X, y))
+    assert not H.distributed
+    V = torch.randn(H.dim, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ref = H @ V
+    loss, gradient, _, _ = H.loss_and_gradient()
+    assert [r["shard"] for r in results] == [19, 18]
+    for r in results:
+        assert r["num_samples"] == 37
+        assert rel(r["HV"], ref) <= 1e-10
+        assert abs(r["loss"] - loss) <= 1e-12 * abs(loss)
+        assert rel(r["gradient"], gradient) <= 1e-10
+    # identical on every rank, bit for bit
+    assert torch.equal(results[0]["HV"], results[1]["HV"])
+    if task == "all":
+        density = pt.slq(H, num_steps=12, num_probes=3, seed=4)
+        est = pt.trace(H, method="hutchinson", num_matvecs=20, seed=2)
+        top = pt.top_eigenvalues(H, k=2, seed=1)
+        for r in results:
+            assert torch.allclose(r["nodes"], density.nodes, rtol=1e-9, atol=1e-12)
+            assert torch.allclose(r["weights"], density.weights, rtol=1e-9, atol=1e-12)
+            assert abs(r["trace"][0] - est.value) <= 1e-9 * abs(est.value)
+            assert torch.allclose(torch.as_tensor(r["top"]), torch.as_tensor(top.values), rtol=1e-9)
+        for key in ("nodes", "weights", "top"):
+            assert torch.equal(torch.as_tensor(results[0][key]), torch.as_tensor(results[1][key]))
+        assert results[0]["trace"] == results[1]["trace"]
+
+
+def test_shards_are_contiguous_uneven_and_cover_everything():
+    ranges = [shard_range(37, r, 4) for r in range(4)]
+    assert [len(r) for r in ranges] == [10, 9, 9, 9]
+    assert [i for r in ranges for i in r] == list(range(37))
+    X = torch.arange(10)
+    assert torch.equal(shard(X, 1, 3), torch.tensor([4, 5, 6]))
+    with pytest.raises(ValueError, match="world_size"):
+        shard_range(2, 0, 3)
+    with pytest.raises(ValueError, match="rank"):
+        shard_range(10, 3, 3)
+    with pytest.raises(TypeError, match="tensors"):
+        shard([1, 2, 3])
+
+
+def test_single_process_defaults():
+    assert get_rank() == 0 and get_world_size() == 1 and is_main_process()
