@@ -310,22 +310,28 @@ def _secular_lambda(y2r2: np.ndarray, r2: np.ndarray, lam0: np.ndarray | None = 
     return lam
 
 
-def _project_ellipsoid_rows(y: np.ndarray, r2: np.ndarray) -> np.ndarray:
-    """Projection of the rows of ``y`` onto {x : Σ x²/r² ≤ 1}, finite r² ≥ 0 (zero = flat axis)."""
+def _project_ellipsoid_rows(
+    y: np.ndarray, r2: np.ndarray, lam0: np.ndarray | None = None, return_lam: bool = False
+) -> Any:
+    """Projection of the rows of ``y`` onto {x : Σ x²/r² ≤ 1}, finite r² ≥ 0 (zero = flat axis).
+
+    ``lam0``: optional warm start for the secular root (one per row)."""
     pos = r2 > 0
     x = np.zeros_like(y)
-    if not np.any(pos):
-        return x
-    yp, rp = y[:, pos], r2[pos]
-    q = (yp**2 / rp).sum(axis=1)
-    out = yp.copy()
-    outside = q > 1.0
-    if np.any(outside):
-        yo = yp[outside]
-        lam = _secular_lambda(rp[None, :] * yo**2, rp)
-        out[outside] = rp[None, :] * yo / (rp[None, :] + lam[:, None])
-    x[:, pos] = out
-    return x
+    lam = np.zeros(y.shape[0])
+    if np.any(pos):
+        yp, rp = y[:, pos], r2[pos]
+        q = (yp**2 / rp).sum(axis=1)
+        out = yp.copy()
+        outside = q > 1.0
+        if np.any(outside):
+            yo = yp[outside]
+            lam[outside] = _secular_lambda(
+                rp[None, :] * yo**2, rp, None if lam0 is None else lam0[outside]
+            )
+            out[outside] = rp[None, :] * yo / (rp[None, :] + lam[outside][:, None])
+        x[:, pos] = out
+    return (x, lam) if return_lam else x
 
 
 def _rows(y: Any, dim: int, name: str) -> tuple[np.ndarray, bool]:
@@ -458,29 +464,51 @@ def ellipsoid_cone_projector(radii: Any, point: Any) -> Callable[[np.ndarray], n
     rf = np.sqrt(rf2)
 
     def project_fin(G: np.ndarray) -> np.ndarray:
-        n = G.shape[0]
         out = np.zeros_like(G)
-        slope0 = G @ pf - np.linalg.norm(G * rf[None, :], axis=1)
+        slope0 = 2.0 * (G @ pf - np.linalg.norm(G * rf[None, :], axis=1))
         active = slope0 < 0
         if not np.any(active):
             return out
         Ga = G[active]
-        lo = np.zeros(Ga.shape[0])
-        hi = np.linalg.norm(Ga, axis=1) / dist_p * (1.0 + 1e-9) + 1e-300
-        for _ in range(110):
-            mid = 0.5 * (lo + hi)
-            xs = _project_ellipsoid_rows(Ga / mid[:, None] + pf[None, :], rf2)
+        m = Ga.shape[0]
+        a = np.zeros(m)
+        fa = slope0[active]
+        b = np.linalg.norm(Ga, axis=1) / dist_p * (1.0 + 1e-9) + 1e-300
+        lam = np.zeros(m)
+
+        def slope_at(t: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            xs, lam[rows] = _project_ellipsoid_rows(
+                Ga[rows] / t[:, None] + pf[None, :], rf2, lam[rows], return_lam=True
+            )
             diff = pf[None, :] - xs
-            slope = ((Ga + mid[:, None] * diff) * diff).sum(axis=1)
-            neg = slope < 0
-            lo = np.where(neg, mid, lo)
-            hi = np.where(neg, hi, mid)
-            if np.all(hi - lo <= 2e-16 * hi):
+            return 2.0 * ((Ga[rows] + t[:, None] * diff) * diff).sum(axis=1), xs
+
+        everyone = np.arange(m)
+        fb, xs_b = slope_at(b, everyone)
+        t_out, x_out = b.copy(), xs_b
+        side = np.zeros(m, dtype=np.int8)
+        todo = fb > 0
+        # Illinois (modified regula falsi) on φ'(t), bracket [a, b] with φ'(a) < 0 ≤ φ'(b)
+        for _ in range(200):
+            rows = np.flatnonzero(todo)
+            if rows.size == 0:
                 break
-        t = hi
-        xs = _project_ellipsoid_rows(Ga / t[:, None] + pf[None, :], rf2)
-        out[active] = t[:, None] * (xs - pf[None, :])
-        del n
+            A, B, FA, FB = a[rows], b[rows], fa[rows], fb[rows]
+            c = (A * FB - B * FA) / (FB - FA)
+            bad = ~((c > A) & (c < B))
+            c = np.where(bad, 0.5 * (A + B), c)
+            fc, xs = slope_at(c, rows)
+            t_out[rows], x_out[rows] = c, xs
+            left = fc < 0
+            sd = side[rows]
+            a[rows] = np.where(left, c, A)
+            fa[rows] = np.where(left, fc, np.where(sd == 1, 0.5 * FA, FA))
+            b[rows] = np.where(left, B, c)
+            fb[rows] = np.where(left, np.where(sd == -1, 0.5 * FB, FB), fc)
+            side[rows] = np.where(left, -1, 1)
+            done = (fc == 0) | (b[rows] - a[rows] <= 1e-14 * b[rows])
+            todo[rows] = ~done
+        out[active] = t_out[:, None] * (x_out - pf[None, :])
         return out
 
     def project(g: np.ndarray) -> np.ndarray:
@@ -629,29 +657,32 @@ def l1_quadratic_support(
     """
     import cvxpy as cp
 
+    shape = np.shape(H)
+    if len(shape) == 2 and shape[0] > _MAX_CVXPY_DIM:
+        raise ValueError(
+            f"H has dimension {shape[0]} > {_MAX_CVXPY_DIM}: one conic program per sample is too "
+            "slow; use geometry.ellipsoid_width or geometry.projected_width_sq (closed forms) at "
+            "this scale"
+        )
     lam, Q = _psd_factor(H)
     D = lam.size
     w0 = _as_vector(w_star, "w_star")
     if w0.size != D:
         raise ValueError(f"w_star must have {D} entries (H is {D}×{D}), got {w0.size}")
-    if D > _MAX_CVXPY_DIM:
-        raise ValueError(
-            f"H has dimension {D} > {_MAX_CVXPY_DIM}: one conic program per sample is too slow; "
-            "use geometry.ellipsoid_width or geometry.projected_width_sq (closed forms) at this scale"
-        )
     l1 = check_float(l1, "l1", minimum=0.0)
     level = check_float(level, "level")
     tol = 1e-10 * max(1.0, float(lam.max(initial=0.0)))
     if l1 == 0.0 and lam.min() <= tol:
         raise ValueError("the set is unbounded (l1 = 0 and H is singular): its width is infinite")
     L = Q * np.sqrt(lam)[None, :]  # H = L Lᵀ
-    solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else None
+    # Clarabel (interior point) at its default tolerances (1e-8): tighter ones are flagged inaccurate
+    opts: dict[str, Any] = {"solver": "CLARABEL"} if "CLARABEL" in cp.installed_solvers() else {}
 
     # minimum of the objective over w
     w = cp.Variable(D)
     obj = 0.5 * cp.sum_squares(L.T @ (w - w0)) + l1 * cp.norm1(w)
     fmin_prob = cp.Problem(cp.Minimize(obj))
-    fmin_prob.solve(solver=solver)
+    fmin_prob.solve(**opts)
     fmin = float(fmin_prob.value)
     if level < fmin - 1e-7 * max(1.0, abs(fmin)):
         raise ValueError(
@@ -668,7 +699,7 @@ def l1_quadratic_support(
         if gv.size != D:
             raise ValueError(f"g must have {D} entries, got {gv.size}")
         gpar.value = gv
-        prob.solve(solver=solver)
+        prob.solve(**opts)
         if prob.status not in ("optimal", "optimal_inaccurate"):
             raise ValueError(f"the conic program for the support function failed: status {prob.status}")
         return float(prob.value)
