@@ -2,11 +2,19 @@
 weight magnitudes (Zhang et al., NeurIPS 2024; Larsen et al., ICLR 2022; Amelunxen et al., 2014),
 and validate the prediction by pruning."""
 
-from . import data, models
+from . import data, geometry, models
 from ._checks import fingerprints_equal, model_fingerprint, preserve_model
 from .data import load_dataset
 from .models import build_model
 from .operators import DenseOperator, HessianOperator, Operator, as_operator
 from .params import prunable_parameters, select_parameters
+from .pruning import (
+    apply_masks,
+    magnitude_masks,
+    mask_sparsity,
+    pruned,
+    pruned_count,
+    to_torch_prune,
+)
 
 __version__ = "0.1.0"
