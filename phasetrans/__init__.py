@@ -16,5 +16,14 @@ from .pruning import (
     pruned_count,
     to_torch_prune,
 )
+from .threshold import Threshold, find_loss_threshold, find_threshold, sweep
+from .training import (
+    TrainHistory,
+    evaluate_accuracy,
+    evaluate_loss,
+    finetune_masked,
+    lr_at_epoch,
+    train_l1,
+)
 
 __version__ = "0.1.0"

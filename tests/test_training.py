@@ -1,0 +1,184 @@
+"""l1 training (LOMP recipe), schedules, masked re-fit, evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import digits_tensors, make_mlp, trained_mlp
+from torch import nn
+
+import phasetrans as pt
+from phasetrans._checks import fingerprints_equal, model_fingerprint
+
+
+def digits_batches(batch=256, dtype=torch.float32):
+    Xtr, ytr, _, _ = digits_tensors(dtype)
+    return [(Xtr[i : i + batch], ytr[i : i + batch]) for i in range(0, len(ytr), batch)]
+
+
+def test_lr_schedule_exact_values():
+    lr = 0.1
+    cos = [pt.lr_at_epoch(e, lr, 10, warmup_epochs=2) for e in range(10)]
+    assert cos[:2] == [0.05, 0.1]
+    assert cos[2:] == [lr * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)]
+    step = [pt.lr_at_epoch(e, lr, 10, 1, "step", step_size=3, gamma=0.5) for e in range(10)]
+    assert step == [0.1] + [lr * 0.5 ** (t // 3) for t in range(9)]
+    assert [pt.lr_at_epoch(e, lr, 4, 0, "constant") for e in range(4)] == [lr] * 4
+    with pytest.raises(ValueError, match="schedule"):
+        pt.lr_at_epoch(0, lr, 4, schedule="linear")
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        pt.lr_at_epoch(0, lr, 4, warmup_epochs=5)
+
+
+def test_history_records_schedule_loss_and_penalty():
+    Xtr, ytr, _, _ = digits_tensors(torch.float64)
+    model = make_mlp(seed=1, dtype=torch.float64)
+    loss_fn = nn.CrossEntropyLoss()
+    with torch.no_grad():
+        loss0 = float(loss_fn(model(Xtr), ytr))
+        l1_0 = sum(float(m.weight.abs().sum()) for m in model if isinstance(m, nn.Linear))
+    hist = pt.train_l1(
+        model, loss_fn, (Xtr, ytr), l1=1e-3, epochs=5, lr=0.05, warmup_epochs=2,
+        schedule="step", step_size=2, gamma=0.3, progress=False,
+    )
+    assert hist.epoch == [0, 1, 2, 3, 4]
+    assert hist.lr == [pt.lr_at_epoch(e, 0.05, 5, 2, "step", 2, 0.3) for e in range(5)]
+    # one full batch per epoch: epoch 0 records the loss and penalty at the initial weights
+    assert hist.loss[0] == pytest.approx(loss0, rel=1e-12)
+    assert hist.penalty[0] == pytest.approx(1e-3 * l1_0, rel=1e-12)
+    assert hist.loss[-1] < hist.loss[0]
+    assert set(hist.to_dict()) == {"epoch", "loss", "penalty", "lr", "eval"}
+
+
+def test_l1_drives_weights_towards_zero():
+    data = digits_batches(128)
+    small = {}
+    for l1 in (0.0, 3e-3):
+        model = make_mlp(seed=0)
+        pt.train_l1(model, nn.CrossEntropyLoss(), data, l1=l1, epochs=8, lr=0.05, progress=False)
+        w = torch.cat([p.detach().reshape(-1) for p in pt.prunable_parameters(model).values()])
+        small[l1] = float((w.abs() < 1e-2).double().mean())
+    assert small[3e-3] > small[0.0] + 0.2, small
+
+
+def test_deterministic_with_seed_and_global_rng_untouched():
+    Xtr, ytr, _, _ = digits_tensors(torch.float32)
+    ds = torch.utils.data.TensorDataset(Xtr, ytr)
+
+    def run(seed):
+        model = nn.Sequential(nn.Linear(64, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 10))
+        with torch.no_grad():
+            for i, p in enumerate(model.parameters()):
+                p.copy_(torch.linspace(-0.2, 0.2, p.numel()).reshape(p.shape).roll(i))
+        loader = torch.utils.data.DataLoader(ds, batch_size=200, shuffle=True)
+        state = torch.random.get_rng_state()
+        hist = pt.train_l1(model, nn.CrossEntropyLoss(), loader, l1=1e-4, epochs=3, lr=0.05,
+                           seed=seed, progress=False)
+        assert torch.equal(state, torch.random.get_rng_state())
+        return model, hist
+
+    (m1, h1), (m2, h2), (m3, _) = run(0), run(0), run(1)
+    assert h1 == h2
+    assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(m1.parameters(), m3.parameters()))
+
+
+def test_train_l1_trains_in_place_but_keeps_mode_grads_flags():
+    model = make_mlp(seed=2)
+    model.eval()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    model[2].bias.requires_grad_(False)
+    before = model_fingerprint(model)
+    evals = []
+    hist = pt.train_l1(model, nn.CrossEntropyLoss(), digits_batches(), l1=1e-4, epochs=2, lr=0.01,
+                       progress=False,
+                       eval_fn=lambda m: evals.append(m.training) or len(evals))
+    after = model_fingerprint(model)
+    assert hist.eval == [1, 2] and evals == [True, True]
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert torch.equal(after["grads"]["0.weight"], before["grads"]["0.weight"])
+    assert after["grads"]["2.weight"] is None
+    assert not torch.equal(after["params"]["0.weight"], before["params"]["0.weight"])
+    assert torch.equal(after["params"]["2.bias"], before["params"]["2.bias"])  # frozen
+
+
+def test_train_l1_bad_arguments():
+    model = make_mlp()
+    data = digits_batches()
+    loss_fn = nn.CrossEntropyLoss()
+    before = model_fingerprint(model)
+    cases = [
+        (dict(l1=-1.0), ValueError, "l1"),
+        (dict(l1=float("nan")), ValueError, "l1"),
+        (dict(epochs=0), ValueError, "epochs"),
+        (dict(epochs=2.0), TypeError, "epochs"),
+        (dict(lr=0.0), ValueError, "lr"),
+        (dict(schedule="poly"), ValueError, "schedule"),
+        (dict(warmup_epochs=9), ValueError, "warmup_epochs"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(progress="yes"), TypeError, "progress"),
+        (dict(eval_fn=3), TypeError, "eval_fn"),
+        (dict(params=["nope"]), ValueError, "params"),
+    ]
+    for kwargs, exc, word in cases:
+        args = dict(l1=1e-3, epochs=2, lr=0.1, progress=False) | kwargs
+        with pytest.raises(exc, match=word):
+            pt.train_l1(model, loss_fn, data, **args)
+    with pytest.raises(TypeError, match="loss_fn"):
+        pt.train_l1(model, None, data, l1=0.0, epochs=1, lr=0.1)
+    with pytest.raises(TypeError, match="data"):
+        pt.train_l1(model, loss_fn, iter(data), l1=0.0, epochs=1, lr=0.1)
+    assert fingerprints_equal(before, model_fingerprint(model))  # refused before any step
+    model.eval()
+    with pytest.raises(FloatingPointError, match="lr"):
+        pt.train_l1(model, lambda out, y: out.sum() * float("nan"), data, l1=0.0, epochs=1,
+                    lr=0.1, progress=False)
+    assert not model.training  # mode restored also when training fails midway
+
+
+def test_evaluate_accuracy_and_loss_weight_batches_and_leave_model():
+    _, _, Xte, yte = digits_tensors(torch.float64)
+    model = trained_mlp()
+    model = nn.Sequential(nn.Dropout(0.5), *model)
+    model.train()
+    before = model_fingerprint(model)
+    with torch.no_grad():
+        out = model[1:](Xte)
+    acc = float((out.argmax(1) == yte).double().mean())
+    loss = float(nn.CrossEntropyLoss()(out, yte))
+    uneven = [(Xte[:7], yte[:7]), (Xte[7:400], yte[7:400]), (Xte[400:], yte[400:])]
+    assert pt.evaluate_accuracy(model, (Xte, yte)) == acc
+    assert pt.evaluate_accuracy(model, uneven) == pytest.approx(acc, abs=1e-15)
+    assert pt.evaluate_accuracy(model, (Xte, nn.functional.one_hot(yte, 10))) == acc
+    assert pt.evaluate_loss(model, nn.CrossEntropyLoss(), uneven) == pytest.approx(loss, rel=1e-12)
+    # float32 inputs are moved to the model's dtype
+    assert pt.evaluate_accuracy(model, (Xte.float(), yte)) == pytest.approx(acc, abs=0.01)
+    assert fingerprints_equal(before, model_fingerprint(model))
+    with pytest.raises(ValueError, match="targets"):
+        pt.evaluate_accuracy(model, (Xte, yte[:, None].expand(-1, 3)))
+    with pytest.raises(TypeError, match="data"):
+        pt.evaluate_accuracy(model, Xte)
+    with pytest.raises(TypeError, match="loss_fn"):
+        pt.evaluate_loss(model, "ce", (Xte, yte))
+    assert fingerprints_equal(before, model_fingerprint(model))
+
+
+def test_finetune_masked_keeps_support_and_lowers_loss():
+    Xtr, ytr, _, _ = digits_tensors(torch.float64)
+    model = trained_mlp(l1=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    masks = pt.magnitude_masks(model, 0.8)
+    pt.apply_masks(model, masks)
+    loss_before = pt.evaluate_loss(model, loss_fn, (Xtr, ytr))
+    pt.finetune_masked(model, masks, loss_fn, (Xtr, ytr), steps=15, lr=0.05)
+    for name, p in pt.prunable_parameters(model).items():
+        assert torch.all(p[~masks[name]] == 0)
+    assert pt.evaluate_loss(model, loss_fn, (Xtr, ytr)) < loss_before
+    with pytest.raises(ValueError, match="steps"):
+        pt.finetune_masked(model, masks, loss_fn, (Xtr, ytr), steps=-1)
+    with pytest.raises(ValueError, match="shape"):
+        pt.finetune_masked(model, {"0.weight": torch.ones(2, dtype=torch.bool)}, loss_fn,
+                           (Xtr, ytr), steps=1)
