@@ -83,7 +83,8 @@ def _bits_chunks(t: torch.Tensor, dtype: torch.dtype) -> Iterator[torch.Tensor]:
 
 def _check_finite(items: list[tuple[str, torch.Tensor]]) -> None:
     for name, t in items:
-        if bool(torch.isnan(t.detach()).any()):
+        flat = t.detach().reshape(-1)
+        if any(bool(torch.isnan(flat[i : i + _CHUNK]).any()) for i in range(0, flat.numel(), _CHUNK)):
             raise ValueError(f"model: weight {name!r} contains NaN; magnitudes cannot be ranked")
 
 
@@ -124,7 +125,8 @@ def _layer_masks(
     threshold, below = _kth_bits([t for _, t in items], k, dtype)
     ties_left = k - below
     for name, t in items:
-        parts = []
+        mask = torch.empty(t.numel(), dtype=torch.bool, device=t.device)
+        start = 0
         for bits in _bits_chunks(t, dtype):
             keep = bits > threshold
             if ties_left > 0:
@@ -138,8 +140,9 @@ def _layer_masks(
                     ties_left = 0
             else:
                 keep |= bits == threshold
-            parts.append(keep)
-        mask = torch.cat(parts).reshape(t.shape) if len(parts) > 1 else parts[0].reshape(t.shape)
+            mask[start : start + keep.numel()] = keep
+            start += keep.numel()
+        mask = mask.reshape(t.shape)
         masks[name] = mask
         counts[name] = int(mask.numel() - mask.sum().item())
     return masks, counts
@@ -190,12 +193,12 @@ def magnitude_masks(
     it keep exactly their floor (their largest weights) and the remaining prunes go, by magnitude,
     to the other layers, so ``k`` stays exact; ``ValueError`` if the floors make it infeasible.
     ``params``: ``None`` (weights of Linear/Conv layers), ``"all"`` or a list of names.
-    The model is not changed.
+    The model is only read (no copy of it is made, so that 10^8 weights fit), never changed.
     """
     check_model(model)
     sparsity = check_fraction(sparsity, "sparsity")
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")
-    with preserve_model(model), torch.no_grad():
+    with torch.no_grad():
         return _magnitude_masks(_selected(model, params), sparsity, min_per_layer)
 
 
