@@ -16,6 +16,7 @@ from .pruning import (
     pruned_count,
     to_torch_prune,
 )
+from .spectral import Eigen, Estimate, SpectralDensity, slq, top_eigenvalues, trace
 from .threshold import Threshold, find_loss_threshold, find_threshold, sweep
 from .training import (
     TrainHistory,
