@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,7 +82,7 @@ def _make_refit(refit: Any, loss_fn: Any, data: Any, lr: float) -> Callable | No
 def _metric(value: Any) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"evaluate must return a real number, got {type(value).__name__}")
     return float(value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import digits_tensors, trained_mlp
@@ -64,6 +65,8 @@ def test_local_scan_moves_past_a_non_monotone_dip():
     assert pt.find_threshold(model, metric, window=0).sparsity == 0.300
     nan = pt.find_threshold(model, lambda m: 1.0 if zeros_of(m) <= 2000 else float("nan"))
     assert nan.sparsity == 0.2
+    f32 = pt.find_threshold(model, lambda m: np.float32(zeros_of(m) <= 1234))  # numpy scalars
+    assert f32.sparsity == 0.123
 
 
 def test_model_restored_when_evaluate_raises_midway():
