@@ -213,6 +213,23 @@ def _breakdown_tol(op: Operator) -> float:
     return max(1e-12, 10.0 * torch.finfo(op.dtype).eps) if op.dtype.is_floating_point else 1e-12
 
 
+def _guard(op: Operator):
+    """No autograd graph (a dense ``H`` may require grad), and ``preserve_model`` on the model
+    behind a ``HessianOperator`` (defensive: the operator never writes to it)."""
+    import contextlib
+
+    from torch import nn
+
+    from ._checks import preserve_model
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    model = getattr(op, "model", None)
+    if isinstance(model, nn.Module):
+        stack.enter_context(preserve_model(model))
+    return stack
+
+
 # -- SLQ -------------------------------------------------------------------------------------
 def _as_grid(grid: Any) -> torch.Tensor:
     if isinstance(grid, np.ndarray):
@@ -445,19 +462,6 @@ def slq(
     return SpectralDensity(nodes, weights, op.dim, lanczos.lengths.clone())
 
 
-def _guard(op: Operator):
-    """``preserve_model`` on the model behind a ``HessianOperator`` (defensive; the operator
-    evaluates it functionally and never writes to it)."""
-    import contextlib
-
-    from torch import nn
-
-    from ._checks import preserve_model
-
-    model = getattr(op, "model", None)
-    return preserve_model(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-
-
 # -- traces ----------------------------------------------------------------------------------
 def _xtrace_estimates(op: Operator, Omega: torch.Tensor, block_size: int | None) -> torch.Tensor:
     """The ``m`` leave-one-out estimates of XTrace (Epperly, Tropp & Webber 2024).
@@ -578,7 +582,8 @@ def top_eigenvalues(
     (default ``dim``; the basis costs ``8 · steps · dim`` bytes) with a ``RuntimeWarning`` listing
     the residuals if not converged. An invariant Krylov subspace restarts with a fresh random
     vector, so repeated eigenvalues are found. Eigenvalue errors are ``O(residual² / gap)``.
-    Returns :class:`Eigen`: ``values`` descending for ``"LA"``, ascending for ``"SA"``.
+    Returns :class:`Eigen` (float64, on the CPU): ``values`` descending for ``"LA"``, ascending
+    for ``"SA"``.
     """
     op = as_operator(H)
     k = check_int(k, "k", minimum=1, maximum=op.dim)
