@@ -28,14 +28,13 @@ def rel(a, b):
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    task = "all" if hasattr(pt, "slq") and hasattr(pt, "trace") and hasattr(pt, "top_eigenvalues") else "hvp"
-    mp.start_processes(worker, args=(2, free_port(), str(out), task), nprocs=2, join=True, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)], task
+    mp.start_processes(worker, args=(2, free_port(), str(out), "all"), nprocs=2, join=True, start_method="spawn")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 @pytest.mark.slow
 def test_two_ranks_match_single_process(two_rank_results):
-    results, task = two_rank_results
+    results = two_rank_results
     model, X, y = problem()
     H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches(X, y))
     assert not H.distributed
@@ -50,18 +49,17 @@ def test_two_ranks_match_single_process(two_rank_results):
         assert rel(r["gradient"], gradient) <= 1e-10
     # identical on every rank, bit for bit
     assert torch.equal(results[0]["HV"], results[1]["HV"])
-    if task == "all":
-        density = pt.slq(H, num_steps=12, num_probes=3, seed=4)
-        est = pt.trace(H, method="hutchinson", num_matvecs=20, seed=2)
-        top = pt.top_eigenvalues(H, k=2, seed=1)
-        for r in results:
-            assert torch.allclose(r["nodes"], density.nodes, rtol=1e-9, atol=1e-12)
-            assert torch.allclose(r["weights"], density.weights, rtol=1e-9, atol=1e-12)
-            assert abs(r["trace"][0] - est.value) <= 1e-9 * abs(est.value)
-            assert torch.allclose(torch.as_tensor(r["top"]), torch.as_tensor(top.values), rtol=1e-9)
-        for key in ("nodes", "weights", "top"):
-            assert torch.equal(torch.as_tensor(results[0][key]), torch.as_tensor(results[1][key]))
-        assert results[0]["trace"] == results[1]["trace"]
+    density = pt.slq(H, num_steps=12, num_probes=3, seed=4)
+    est = pt.trace(H, method="hutchinson", num_matvecs=20, seed=2)
+    top = pt.top_eigenvalues(H, k=2, seed=1)
+    for r in results:
+        assert torch.allclose(r["nodes"], density.nodes, rtol=1e-9, atol=1e-12)
+        assert torch.allclose(r["weights"], density.weights, rtol=1e-9, atol=1e-12)
+        assert abs(r["trace"][0] - est.value) <= 1e-9 * abs(est.value)
+        assert torch.allclose(torch.as_tensor(r["top"]), torch.as_tensor(top.values), rtol=1e-9)
+    for key in ("nodes", "weights", "top"):
+        assert torch.equal(torch.as_tensor(results[0][key]), torch.as_tensor(results[1][key]))
+    assert results[0]["trace"] == results[1]["trace"]
 
 
 def test_shards_are_contiguous_uneven_and_cover_everything():
