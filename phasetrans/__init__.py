@@ -2,12 +2,13 @@
 weight magnitudes (Zhang et al., NeurIPS 2024; Larsen et al., ICLR 2022; Amelunxen et al., 2014),
 and validate the prediction by pruning."""
 
-from . import data, geometry, models
+from . import data, geometry, models, plots
 from ._checks import fingerprints_equal, model_fingerprint, preserve_model
 from .data import load_dataset
 from .models import build_model
 from .operators import DenseOperator, HessianOperator, Operator, as_operator
 from .params import prunable_parameters, select_parameters
+from .pipeline import Report, layer_kept_fractions, pruning_curve, validate
 from .pruning import (
     apply_masks,
     magnitude_masks,

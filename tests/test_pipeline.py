@@ -1,0 +1,213 @@
+"""validate / Report / pruning_curve / layer_kept_fractions: thin over the public API, the user's
+model untouched, JSON written atomically, arguments checked."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import digits_tensors, make_mlp, trained_mlp
+from torch import nn
+
+import phasetrans as pt
+from phasetrans.pipeline import atomic_write_text
+from phasetrans.prediction import predict_sparsity
+
+FAST = dict(num_steps=10, num_probes=2, curve_points=5, resolution=0.01,
+            predict_kwargs={"bootstrap": 0})
+
+
+@pytest.fixture(scope="module")
+def data():
+    Xtr, ytr, Xte, yte = digits_tensors(torch.float64)
+    train = [(Xtr[i : i + 433], ytr[i : i + 433]) for i in range(0, len(ytr), 433)]
+    return train, (Xte, yte)
+
+
+@pytest.fixture(scope="module")
+def report(data):
+    train, test = data
+    model = trained_mlp(l1=1e-3)
+    before = pt.model_fingerprint(model)
+    rep = pt.validate(model, nn.CrossEntropyLoss(), train, test, **FAST)
+    assert pt.fingerprints_equal(before, pt.model_fingerprint(model))
+    rep._model = model
+    return rep
+
+
+def test_report_matches_the_public_calls(report, data):
+    """The pipeline adds nothing of its own: same numbers as calling the API directly."""
+    train, test = data
+    model = report._model
+    pred = predict_sparsity(model, nn.CrossEntropyLoss(), train, num_steps=10, num_probes=2,
+                            trace_method=None, bootstrap=0)
+    assert report.prediction.sparsity == pred.sparsity
+    found = pt.find_threshold(model, lambda m: pt.evaluate_accuracy(m, test), resolution=0.01)
+    assert report.threshold.sparsity == found.sparsity
+    assert report.dense["test_accuracy"] == pt.evaluate_accuracy(model, test)
+    assert report.difference == pytest.approx(pred.sparsity - found.sparsity)
+    assert report.within_window == (pred.lower <= found.sparsity <= pred.upper)
+
+
+def test_curve_holds_the_evaluated_points(report):
+    c = report.curve
+    assert c["sparsity"] == sorted(c["sparsity"])
+    assert len(c["sparsity"]) == len(c["accuracy"]) == len(c["loss"])
+    for s, acc in report.threshold.points:
+        i = c["sparsity"].index(s)
+        assert c["accuracy"][i] == acc  # the same pruned model, the same test set
+    for s in (0.0, 0.25, 0.5, 0.75, 1.0, report.prediction.sparsity):
+        assert any(math.isclose(s, x) for x in c["sparsity"])
+    assert c["accuracy"][0] == report.dense["test_accuracy"]
+    assert c["accuracy"][-1] < 0.2  # everything pruned: chance level
+
+
+def test_layers_at_threshold(report):
+    layers = report.layers["at_threshold"]
+    total = sum(v["total"] for v in layers.values())
+    kept = sum(v["kept"] for v in layers.values())
+    assert total == report.prediction.dim
+    assert total - kept == pt.pruned_count(report.threshold.sparsity, total)
+
+
+def test_to_json_is_atomic_and_complete(report, tmp_path):
+    path = tmp_path / "sub" / "report.json"
+    text = report.to_json(path)
+    assert json.loads(path.read_text()) == json.loads(text)
+    d = json.loads(text)
+    assert d["summary"]["predicted_sparsity"] == report.predicted
+    assert d["summary"]["measured_sparsity"] == report.measured
+    assert set(d["timings"]) >= {"predict", "threshold", "curve", "total"}
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]  # no temp file left
+    with pytest.raises(TypeError, match="path"):
+        report.to_json(3)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    atomic_write_text(path, "old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_summary_and_repr(report):
+    text = report.summary()
+    assert "predicted critical sparsity" in text and "measured one-shot threshold" in text
+    assert f"{report.predicted:.4f}" in text and f"{report.measured:.4f}" in text
+    assert repr(report).startswith("Report(predicted=")
+
+
+def test_plot_dir_and_single_file(report, tmp_path):
+    written = report.plot(tmp_path / "figs")
+    assert sorted(p.name for p in written) == ["crossing.png", "layers.png", "pruning_curve.png", "spectrum.png"]
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one = report.plot(tmp_path / "overview.png")
+    assert one[0].stat().st_size > 10_000
+
+
+def test_validate_trains_a_copy_and_writes_out(data, tmp_path):
+    train, test = data
+    model = make_mlp(dtype=torch.float64)
+    before = pt.model_fingerprint(model)
+    rep = pt.validate(model, nn.CrossEntropyLoss(), train, test, l1=1e-3, epochs=2, lr=0.05,
+                      out=tmp_path, loss_criterion=False, refit=3, **FAST)
+    assert pt.fingerprints_equal(before, pt.model_fingerprint(model))
+    assert rep.model is not None and rep.model is not model
+    assert not torch.equal(rep.model[0].weight, model[0].weight)
+    assert len(rep.training.loss) == 2 and rep.loss_threshold is None
+    assert rep.refit_threshold is not None and "refit_threshold" in rep.timings
+    assert (tmp_path / "report.json").is_file() and (tmp_path / "pruning_curve.png").is_file()
+    d = json.loads((tmp_path / "report.json").read_text())
+    assert d["config"]["l1"] == 1e-3 and len(d["figures"]) == 4
+
+
+def test_validate_inplace_trains_the_model(data):
+    train, test = data
+    model = make_mlp(dtype=torch.float64)
+    w0 = model[0].weight.detach().clone()
+    rep = pt.validate(model, nn.CrossEntropyLoss(), train, test, l1=0.0, epochs=1, inplace=True,
+                      loss_criterion=False, **FAST)
+    assert rep.model is None
+    assert not torch.equal(model[0].weight, w0)
+
+
+def test_validate_hessian_data_same_prediction(data):
+    """Bigger Hessian batches: the same H (and ε from train_data's batches), the same s*."""
+    train, test = data
+    model = trained_mlp(l1=1e-3)
+    X = torch.cat([x for x, _ in train])
+    y = torch.cat([t for _, t in train])
+    a = pt.validate(model, nn.CrossEntropyLoss(), train, test, loss_criterion=False, **FAST)
+    b = pt.validate(model, nn.CrossEntropyLoss(), train, test, hessian_data=(X, y),
+                    loss_criterion=False, **FAST)
+    assert b.prediction.eps == pytest.approx(a.prediction.eps, rel=1e-12)
+    assert b.prediction.sparsity == pytest.approx(a.prediction.sparsity, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(l1=-1.0), ValueError, "l1"),
+        (dict(l1=1e-3, epochs=0), ValueError, "epochs"),
+        (dict(eps=0.0), ValueError, "eps"),
+        (dict(num_steps=0), ValueError, "num_steps"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(out=5), TypeError, "out"),
+        (dict(refit=0), ValueError, "refit"),
+        (dict(tolerance=-0.1), ValueError, "tolerance"),
+        (dict(inplace="yes"), TypeError, "inplace"),
+        (dict(curve_points=1), ValueError, "curve_points"),
+        (dict(predict_kwargs={"eps": 1.0}), TypeError, "predict_kwargs"),
+        (dict(train_kwargs=[1]), TypeError, "train_kwargs"),
+    ],
+)
+def test_validate_rejects_bad_arguments(data, kwargs, exc, word):
+    train, test = data
+    model = trained_mlp()
+    before = pt.model_fingerprint(model)
+    with pytest.raises(exc, match=word):
+        pt.validate(model, nn.CrossEntropyLoss(), train, test, **kwargs)
+    assert pt.fingerprints_equal(before, pt.model_fingerprint(model))
+
+
+def test_validate_rejects_bad_inputs(data):
+    train, test = data
+    with pytest.raises(TypeError, match="model"):
+        pt.validate("net", nn.CrossEntropyLoss(), train, test)
+    with pytest.raises(TypeError, match="loss_fn"):
+        pt.validate(trained_mlp(), None, train, test)
+    with pytest.raises(TypeError, match="test_data"):
+        pt.validate(trained_mlp(), nn.CrossEntropyLoss(), train, 3)
+
+
+def test_pruning_curve_and_layers(data):
+    _, test = data
+    model = trained_mlp(l1=1e-3)
+    before = pt.model_fingerprint(model)
+    c = pt.pruning_curve(model, [0.5, 0.0, 1.0, 0.5], test, loss_fn=nn.CrossEntropyLoss())
+    assert c["sparsity"] == [0.0, 0.5, 1.0]
+    assert c["accuracy"][0] == pt.evaluate_accuracy(model, test)
+    with pt.pruned(model, 0.5):
+        assert c["loss"][1] == pt.evaluate_loss(model, nn.CrossEntropyLoss(), test)
+    assert pt.fingerprints_equal(before, pt.model_fingerprint(model))
+    layers = pt.layer_kept_fractions(model, 0.9)
+    assert list(layers) == list(pt.prunable_parameters(model))
+    assert all(0 <= v["kept_fraction"] <= 1 for v in layers.values())
+    with pytest.raises(ValueError, match="sparsit"):
+        pt.pruning_curve(model, [1.5], test)
+    with pytest.raises(TypeError, match="sparsities"):
+        pt.pruning_curve(model, "0.5", test)
+    with pytest.raises(ValueError, match="sparsities"):
+        pt.pruning_curve(model, [], test)
+    with pytest.raises(ValueError, match="sparsity"):
+        pt.layer_kept_fractions(model, -0.1)
