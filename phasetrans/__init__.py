@@ -9,6 +9,17 @@ from .models import build_model
 from .operators import DenseOperator, HessianOperator, Operator, as_operator
 from .params import prunable_parameters, select_parameters
 from .pipeline import Report, layer_kept_fractions, pruning_curve, validate
+from .prediction import (
+    Curve,
+    MagnitudeCurve,
+    Prediction,
+    ZeroMassEstimate,
+    batch_loss_std,
+    critical_sparsity,
+    estimate_zero_mass,
+    predict_sparsity,
+    width_fraction,
+)
 from .pruning import (
     apply_masks,
     magnitude_masks,
