@@ -22,7 +22,9 @@ References
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -32,6 +34,7 @@ import scipy.linalg
 import torch
 
 from ._checks import check_choice, check_float, check_int, check_seed
+from ._io import atomic_torch_save, check_path, safe_torch_load
 from .operators import Operator, as_operator
 
 __all__ = ["Estimate", "Eigen", "SpectralDensity", "slq", "trace", "top_eigenvalues"]
@@ -75,12 +78,31 @@ def _rademacher(dim: int, count: int, seed: int, device: torch.device | str = "c
     return (2.0 * bits.to(_F64) - 1.0).T.contiguous().to(device)
 
 
-def _apply(op: Operator, V: torch.Tensor, block_size: int | None = None) -> torch.Tensor:
-    """``op @ V`` in float64, ``block_size`` columns per product (None: all at once)."""
+def _apply(
+    op: Operator, V: torch.Tensor, block_size: int | None = None, where: str = ""
+) -> torch.Tensor:
+    """``op @ V`` in float64, ``block_size`` columns per product (None: all at once).
+
+    A non-finite product (an operator error, or NaN/inf entries in the result) raises
+    ``ValueError`` that says ``where`` it happened (e.g. the Lanczos step) besides the operator's
+    own detail (e.g. the data batch)."""
     V = V.to(dtype=_F64)
-    if block_size is None or V.shape[1] <= block_size:
-        return op @ V
-    return torch.cat([op @ V[:, i : i + block_size] for i in range(0, V.shape[1], block_size)], 1)
+    try:
+        if block_size is None or V.shape[1] <= block_size:
+            out = op @ V
+        else:
+            out = torch.cat(
+                [op @ V[:, i : i + block_size] for i in range(0, V.shape[1], block_size)], 1
+            )
+    except ValueError as exc:
+        if where and "non-finite" in str(exc):
+            raise ValueError(f"{exc} ({where})") from exc
+        raise
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"non-finite operator product (NaN or inf entries){' (' + where + ')' if where else ''}"
+        )
+    return out
 
 
 def _tridiag_eigh(alpha: np.ndarray, beta: np.ndarray, vectors: bool = True):
@@ -161,7 +183,9 @@ class _Lanczos:
         active = self.active.to(self.q.device)
         idx = torch.nonzero(self.active).flatten()
         w = torch.zeros_like(self.q)
-        w[:, idx.to(self.q.device)] = _apply(self.op, self.q[:, idx.to(self.q.device)])
+        w[:, idx.to(self.q.device)] = _apply(
+            self.op, self.q[:, idx.to(self.q.device)], where=f"Lanczos step {j}"
+        )
         alpha = (self.q * w).sum(0)
         w -= alpha * self.q + self.beta_prev * self.q_prev
         if self.basis is not None:
@@ -201,6 +225,32 @@ class _Lanczos:
     def run(self, steps: int) -> None:
         while not self.done and self.steps < steps:
             self.step()
+
+    # -- checkpointing: plain CPU tensors only (loadable with weights_only=True) --------------
+    _STATE = ("q", "q_prev", "beta_prev", "alphas", "betas", "lengths", "active", "norm_T",
+              "last_beta")
+
+    def state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k).detach().cpu().clone() for k in self._STATE}
+        out["steps"] = int(self.steps)
+        if self.basis is not None:
+            out["basis"] = self.basis[:, : min(self.steps + 1, self.basis.shape[1])].cpu().clone()
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        for k in self._STATE:
+            current = getattr(self, k)
+            saved = state[k]
+            if not isinstance(saved, torch.Tensor) or saved.shape != current.shape:
+                raise ValueError(f"checkpoint: Lanczos state {k!r} has the wrong shape")
+            setattr(self, k, saved.to(device=current.device, dtype=current.dtype).clone())
+        self.steps = int(state["steps"])
+        if self.basis is not None:
+            saved = state["basis"]
+            n = saved.shape[1]
+            if saved.shape[0] != self.K or saved.shape[2] != self.dim or n > self.basis.shape[1]:
+                raise ValueError("checkpoint: Lanczos basis has the wrong shape")
+            self.basis[:, :n] = saved.to(self.basis.device)
 
     def tridiagonal(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = int(self.lengths[k])
@@ -424,8 +474,51 @@ class SpectralDensity:
         )
 
 
+_SLQ_KIND = "phasetrans.slq-checkpoint/1"
+
+
+def _operator_fingerprint(op: Operator) -> str | None:
+    """SHA-256 of what defines the operator where that is cheap to read (a HessianOperator's
+    selected parameters and their names; a dense matrix), else ``None``. The data behind a
+    HessianOperator is not hashed."""
+    h = hashlib.sha256()
+    if hasattr(op, "parameters_vector") and hasattr(op, "param_names"):
+        h.update(repr(list(op.param_names)).encode())
+        h.update(op.parameters_vector().detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(repr(getattr(op, "batchnorm", None)).encode())
+        return "params:" + h.hexdigest()
+    matrix = getattr(op, "matrix", None)
+    if isinstance(matrix, torch.Tensor):
+        h.update(str(matrix.dtype).encode())
+        h.update(matrix.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return "matrix:" + h.hexdigest()
+    return None
+
+
+def _load_slq_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    obj = safe_torch_load(path, "checkpoint")
+    if not isinstance(obj, dict) or obj.get("kind") != _SLQ_KIND or "meta" not in obj:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a phasetrans slq checkpoint")
+    if obj["meta"] != meta:
+        diff = sorted(k for k in set(meta) | set(obj["meta"]) if obj["meta"].get(k) != meta.get(k))
+        detail = ", ".join(f"{k}: file {obj['meta'].get(k)!r} vs call {meta.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"checkpoint: {str(path)!r} was written by an slq call with different arguments "
+            f"({detail}); use another path or delete the file"
+        )
+    return obj["state"]
+
+
 def slq(
-    H: Any, num_steps: int = 80, num_probes: int = 10, seed: int = 0, reorth: str = "full"
+    H: Any,
+    num_steps: int = 80,
+    num_probes: int = 10,
+    seed: int = 0,
+    reorth: str = "full",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019).
 
@@ -439,16 +532,46 @@ def slq(
     ``K · m · D`` float64); ``"none"`` keeps only the three-term recurrence (memory ``O(K · D)``;
     loss of orthogonality produces spurious copies of converged extreme Ritz values, whose weights
     stay consistent). See :class:`SpectralDensity` for the padding of probes that break down.
+
+    ``checkpoint``: a file path. The Lanczos state (per-step ``α``/``β``, the current and
+    previous vectors, and the basis for ``reorth="full"``; plain tensors, ``torch.save``) is
+    written atomically (temp file + fsync + rename) every ``checkpoint_every`` steps and at the
+    end. If the file exists, the run resumes from it (probes are seeded, so no RNG state is
+    needed) and gives bit-for-bit the result of an uninterrupted run. The file records the
+    arguments, the operator's dim/dtype and a hash of its parameters (or matrix); a file written
+    by a different call raises ``ValueError``. It is loaded with ``weights_only=True``. The data
+    behind a ``HessianOperator`` is not hashed: resume with the same data.
+    A non-finite product raises ``ValueError`` naming the Lanczos step (and the data batch).
     """
     op = as_operator(H)
     num_steps = check_int(num_steps, "num_steps", minimum=1)
     num_probes = check_int(num_probes, "num_probes", minimum=1)
     seed = check_seed(seed)
     reorth = check_choice(reorth, "reorth", ("full", "none"))
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=1)
+    path = None if checkpoint is None else check_path(checkpoint, "checkpoint")
     Q0 = _rademacher(op.dim, num_probes, seed, op.device) / math.sqrt(op.dim)
     with _guard(op):
         lanczos = _Lanczos(op, Q0, num_steps, reorth, _breakdown_tol(op))
-        lanczos.run(num_steps)
+        if path is None:
+            lanczos.run(num_steps)
+        else:
+            meta = {
+                "dim": int(op.dim), "dtype": str(op.dtype), "num_steps": num_steps,
+                "num_probes": num_probes, "seed": seed, "reorth": reorth,
+                "tol": float(lanczos.tol), "operator": _operator_fingerprint(op),
+            }
+            state = _load_slq_checkpoint(path, meta)
+            if state is not None:
+                lanczos.load(state)
+            saved_at = lanczos.steps if state is not None else -1
+            while not lanczos.done:
+                lanczos.step()
+                if lanczos.steps % checkpoint_every == 0 or lanczos.done:
+                    atomic_torch_save(path, {"kind": _SLQ_KIND, "meta": meta, "state": lanczos.state()})
+                    saved_at = lanczos.steps
+            if saved_at != lanczos.steps:
+                atomic_torch_save(path, {"kind": _SLQ_KIND, "meta": meta, "state": lanczos.state()})
     nodes = torch.zeros(num_probes, num_steps, dtype=_F64)
     weights = torch.zeros(num_probes, num_steps, dtype=_F64)
     for k in range(num_probes):
@@ -472,7 +595,7 @@ def _xtrace_estimates(op: Operator, Omega: torch.Tensor, block_size: int | None)
     ``r = m``, ``U_i U_iᵀ = I − s_i s_iᵀ`` with ``s_i ∝ C^{−T} e_i`` (their rank-one down-date).
     """
     m = Omega.shape[1]
-    Y = _apply(op, Omega, block_size)
+    Y = _apply(op, Omega, block_size, where="trace: xtrace sketch products")
     Q0, R0 = torch.linalg.qr(Y)
     U, sig, Vt = torch.linalg.svd(R0)
     eps = max(torch.finfo(op.dtype).eps, torch.finfo(_F64).eps)
@@ -483,7 +606,7 @@ def _xtrace_estimates(op: Operator, Omega: torch.Tensor, block_size: int | None)
         Q, C = Q0, R0
     else:
         Q, C = Q0 @ U[:, :r], sig[:r, None] * Vt[:r]
-    Z = _apply(op, Q, block_size) if r > 0 else torch.zeros_like(Q)
+    Z = _apply(op, Q, block_size, where="trace: xtrace basis products") if r > 0 else torch.zeros_like(Q)
     Hm = Q.T @ Z
     Hm = 0.5 * (Hm + Hm.T)
     W = Q.T @ Omega  # (r, m)
@@ -539,7 +662,7 @@ def trace(
     with _guard(op):
         if method == "hutchinson":
             Z = _rademacher(op.dim, num_matvecs, seed, dev)
-            samples = (Z * _apply(op, Z, block_size)).sum(0)
+            samples = (Z * _apply(op, Z, block_size, where="trace: hutchinson products")).sum(0)
             return Estimate(
                 float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(num_matvecs)
             )
@@ -548,9 +671,9 @@ def trace(
             g = num_matvecs - 2 * s
             V = _rademacher(op.dim, s + g, seed, dev)
             S, G = V[:, :s], V[:, s:]
-            Q, _ = torch.linalg.qr(_apply(op, S, block_size))
+            Q, _ = torch.linalg.qr(_apply(op, S, block_size, where="trace: hutch++ sketch products"))
             G = G - Q @ (Q.T @ G)
-            HX = _apply(op, torch.cat([Q, G], 1), block_size)
+            HX = _apply(op, torch.cat([Q, G], 1), block_size, where="trace: hutch++ products")
             low = float(torch.trace(Q.T @ HX[:, : Q.shape[1]]))
             samples = (G * HX[:, Q.shape[1] :]).sum(0)
             return Estimate(
@@ -618,7 +741,7 @@ def top_eigenvalues(
                 vectors = lz.basis[0, :m].T @ Y
                 values = torch.from_numpy(np.ascontiguousarray(theta[sel])).to(op.device)
                 residuals = torch.linalg.vector_norm(
-                    _apply(op, vectors) - vectors * values, dim=0
+                    _apply(op, vectors, where="top_eigenvalues: residual check") - vectors * values, dim=0
                 ).cpu()
                 if bool((residuals <= bound).all()) and len(sel) == k:
                     break

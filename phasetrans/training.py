@@ -9,7 +9,9 @@ sparsity.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from ._checks import (
     model_device_dtype,
     preserve_model,
 )
+from ._io import atomic_torch_save, check_path, safe_torch_load
 from .params import select_parameters
 
 __all__ = [
@@ -98,6 +101,52 @@ def _rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
 
+_TRAIN_KIND = "phasetrans.train_l1-checkpoint/1"
+
+
+def _state_hash(model: nn.Module) -> str:
+    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for n, t in list(model.named_parameters()) + list(model.named_buffers()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{n}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _is_plain(x: Any) -> bool:
+    """Loadable with ``torch.load(weights_only=True)``: tensors, numbers, strings, containers."""
+    if x is None or isinstance(x, (bool, int, float, str, torch.Tensor)):
+        return True
+    if isinstance(x, (list, tuple)):
+        return all(_is_plain(v) for v in x)
+    if isinstance(x, dict):
+        return all(isinstance(k, (str, int)) and _is_plain(v) for k, v in x.items())
+    return False
+
+
+def _load_train_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    obj = safe_torch_load(path, "checkpoint")
+    if not isinstance(obj, dict) or obj.get("kind") != _TRAIN_KIND or "meta" not in obj:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a phasetrans train_l1 checkpoint")
+    if obj["meta"] != meta:
+        diff = sorted(k for k in set(meta) | set(obj["meta"]) if obj["meta"].get(k) != meta.get(k))
+        if diff == ["initial_state"]:
+            raise ValueError(
+                f"checkpoint: {str(path)!r} was written by a run that started from different "
+                f"model weights; pass the model as it was when that run started (e.g. rebuilt "
+                f"with the same seed), or use another path"
+            )
+        detail = ", ".join(f"{k}: file {obj['meta'].get(k)!r} vs call {meta.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"checkpoint: {str(path)!r} was written by a train_l1 call with different arguments "
+            f"({detail}); use another path or delete the file"
+        )
+    return obj
+
+
 def train_l1(
     model: nn.Module,
     loss_fn: Callable,
@@ -115,6 +164,7 @@ def train_l1(
     progress: bool = True,
     params: Any = None,
     eval_fn: Callable[[nn.Module], Any] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> TrainHistory:
     """Train ``model`` IN PLACE on ``L(w) + l1·Σ|w|`` (LOMP, Zhang et al. NeurIPS 2024).
 
@@ -125,6 +175,15 @@ def train_l1(
     is left untouched). ``eval_fn(model)`` runs after each epoch (the model is restored after it).
     Train/eval mode, ``requires_grad`` and ``.grad`` come back as they were; parameters and
     buffers keep the trained values. Returns a :class:`TrainHistory`.
+
+    A non-finite loss stops training with ``FloatingPointError`` naming the epoch and batch (the
+    step that would have used it is not taken). ``checkpoint``: a file path; after every epoch the
+    model's state, the optimizer's state (momentum buffers), the epoch, the history and the RNG
+    state are written there atomically (plain tensors, ``torch.save``; temp file + fsync +
+    rename). If the file exists the run resumes after its last epoch and ends bit-for-bit where
+    an uninterrupted run ends. The file records the arguments and a hash of the initial weights;
+    a file from a different call raises ``ValueError``. Loaded with ``weights_only=True``. With a
+    checkpoint, ``eval_fn`` must return plain values (numbers, strings, tensors, containers).
     """
     check_model(model)
     _check_callable(loss_fn, "loss_fn")
@@ -143,6 +202,7 @@ def train_l1(
         _check_callable(eval_fn, "eval_fn")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    path = None if checkpoint is None else check_path(checkpoint, "checkpoint")
     names = set(select_parameters(model, params))
     penalised = [p for n, p in model.named_parameters() if n in names]
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -157,13 +217,39 @@ def train_l1(
     from tqdm.auto import tqdm
 
     history = TrainHistory()
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    resume = None
+    meta: dict[str, Any] = {}
+    if path is not None:
+        meta = dict(
+            l1=l1, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs, schedule=schedule, step_size=step_size, gamma=gamma,
+            seed=seed, params=sorted(names),
+            trainable=[n for n, p in model.named_parameters() if p.requires_grad],
+            eval_fn=eval_fn is not None, initial_state=_state_hash(model),
+        )
+        resume = _load_train_checkpoint(path, meta)
     saved_grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
     saved_modes = {n: m.training for n, m in model.named_modules()}
-    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    start = 0
+    if resume is not None:
+        try:
+            with torch.no_grad():
+                model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ValueError(f"checkpoint: {str(path)!r} does not fit this model: {exc}") from None
+        start = int(resume["epoch"])
+        for key, values in resume["history"].items():
+            getattr(history, key).extend(values)
     try:
         with torch.random.fork_rng(devices=_rng_devices(device)):
             torch.manual_seed(seed)
-            bar = tqdm(range(epochs), desc="train_l1", disable=not progress, leave=False)
+            if resume is not None:
+                torch.set_rng_state(resume["rng"])
+                if resume.get("cuda_rng") is not None and device.type == "cuda":
+                    torch.cuda.set_rng_state(resume["cuda_rng"], device)
+            bar = tqdm(range(start, epochs), desc="train_l1", disable=not progress, leave=False)
             for epoch in bar:
                 epoch_lr = lr_at_epoch(epoch, **schedule_args)
                 for group in optimizer.param_groups:
@@ -171,16 +257,23 @@ def train_l1(
                 model.train()
                 loss_sum = penalty_sum = 0.0
                 count = 0
-                for inputs, targets in batches:
+                for index, (inputs, targets) in enumerate(batches):
                     inputs, targets = move_batch(inputs, targets, device, dtype)
                     n = batch_size(inputs)
                     loss = loss_fn(model(inputs), targets)
+                    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                        raise ValueError(
+                            f"loss_fn must return a scalar tensor (the batch mean), got "
+                            f"{type(loss).__name__} at epoch {epoch}, batch {index}"
+                        )
                     penalty = sum(p.abs().sum() for p in penalised) * l1
                     total = loss + penalty
                     if not torch.isfinite(total.detach()):
                         raise FloatingPointError(
-                            f"train_l1: non-finite loss {float(total.detach())} at epoch {epoch}; "
-                            f"lower lr (got {epoch_lr})"
+                            f"train_l1: non-finite loss {float(total.detach())} (data loss "
+                            f"{float(loss.detach())}, l1 penalty {float(penalty)}) at epoch "
+                            f"{epoch}, batch {index}; the weights are those before this batch; "
+                            f"lower lr (got {epoch_lr}) or check the data"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     total.backward()
@@ -195,6 +288,21 @@ def train_l1(
                 if eval_fn is not None:
                     with preserve_model(model):
                         history.eval.append(eval_fn(model))
+                if path is not None:
+                    if not _is_plain(history.eval):
+                        raise TypeError(
+                            "eval_fn must return plain values (numbers, strings, tensors, "
+                            "lists/dicts of them) when checkpoint is set, got "
+                            f"{type(history.eval[-1]).__name__}"
+                        )
+                    atomic_torch_save(path, {
+                        "kind": _TRAIN_KIND, "meta": meta, "epoch": epoch + 1,
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                        "optimizer": optimizer.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "history": history.to_dict(),
+                    })
                 bar.set_postfix(loss=f"{loss_sum / count:.4g}", penalty=f"{penalty_sum / count:.3g}")
             bar.close()
     finally:

@@ -1,0 +1,316 @@
+"""Checkpoint and resume of long runs: kill -9 midway, resume, get the uninterrupted result bit for
+bit (slq nodes/weights, trained weights, sweep curves); atomic writes; untrusted checkpoint files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import phasetrans as pt
+from phasetrans import _io
+from phasetrans._checks import fingerprints_equal, model_fingerprint
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _resume_worker as W  # noqa: E402
+
+WORKER = str(Path(__file__).with_name("_resume_worker.py"))
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _spawn(job: str, path: Path, delay: float) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(
+        [sys.executable, WORKER, job, str(path), str(delay)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 90.0) -> None:
+    """Poll ``ready()`` and SIGKILL the worker as soon as it is true (fail if it ends first)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"worker ended before it was killed (rc {proc.returncode}): {err.decode()[-2000:]}")
+        try:
+            if ready():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                assert proc.returncode == -signal.SIGKILL
+                return
+        except (ValueError, OSError):  # pragma: no cover - file appearing mid-poll
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("worker did not reach the kill point in time")
+
+
+def _slq_steps(path: Path) -> int:
+    if not path.exists():
+        return -1
+    return int(_io.safe_torch_load(path)["state"]["steps"])
+
+
+def _train_epoch(path: Path) -> int:
+    if not path.exists():
+        return -1
+    return int(_io.safe_torch_load(path)["epoch"])
+
+
+def _same_density(a: pt.SpectralDensity, b: pt.SpectralDensity) -> bool:
+    return a == b  # torch.equal on nodes, weights and lengths: bit for bit
+
+
+# --- slq ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_slq_kill9_and_resume_is_bit_identical(tmp_path):
+    reference = pt.slq(W.problem_slq(), **{k: v for k, v in W.SLQ_ARGS.items() if k != "checkpoint_every"})
+    path = tmp_path / "slq.pt"
+    proc = _spawn("slq", path, delay=0.1)
+    _kill_when(proc, lambda: 8 <= _slq_steps(path) < W.SLQ_ARGS["num_steps"])
+    killed_at = _slq_steps(path)
+    assert 8 <= killed_at < W.SLQ_ARGS["num_steps"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "slq.pt" and not p.name.endswith(".tmp")]
+
+    H = W.problem_slq()
+    calls = []
+    inner = H._matmat
+    H._matmat = lambda V: (calls.append(1), inner(V))[1]
+    resumed = pt.slq(H, checkpoint=path, **W.SLQ_ARGS)
+    assert _same_density(resumed, reference)
+    assert len(calls) == W.SLQ_ARGS["num_steps"] - killed_at  # no step recomputed
+    # the finished checkpoint answers again without any product
+    calls.clear()
+    assert _same_density(pt.slq(H, checkpoint=path, **W.SLQ_ARGS), reference) and not calls
+
+
+@pytest.mark.parametrize("reorth", ["full", "none"])
+def test_slq_interrupt_and_resume_in_process(tmp_path, reorth):
+    """A KeyboardInterrupt-like failure after step 7, then resume: identical to one run."""
+    args = dict(num_steps=25, num_probes=2, seed=1, reorth=reorth)
+    reference = pt.slq(W.problem_slq(), **args)
+    path = tmp_path / "c.pt"
+    H = W.problem_slq()
+    inner, count = H._matmat, [0]
+
+    def flaky(V):
+        count[0] += 1
+        if count[0] == 8:
+            raise KeyboardInterrupt
+        return inner(V)
+
+    H._matmat = flaky
+    with pytest.raises(KeyboardInterrupt):
+        pt.slq(H, checkpoint=path, checkpoint_every=3, **args)
+    assert _slq_steps(path) == 6
+    assert _same_density(pt.slq(W.problem_slq(), checkpoint=path, checkpoint_every=3, **args), reference)
+
+
+def test_slq_checkpoint_argument_mismatch(tmp_path):
+    path = tmp_path / "c.pt"
+    H = W.problem_slq()
+    pt.slq(H, num_steps=6, num_probes=2, seed=0, checkpoint=path)
+    for bad in (dict(num_steps=7, num_probes=2, seed=0), dict(num_steps=6, num_probes=3, seed=0),
+                dict(num_steps=6, num_probes=2, seed=1),
+                dict(num_steps=6, num_probes=2, seed=0, reorth="none")):
+        with pytest.raises(ValueError, match="checkpoint.*different arguments"):
+            pt.slq(H, checkpoint=path, **bad)
+    # another operator (other weights) with the same arguments
+    H2 = W.problem_slq()
+    with torch.no_grad():
+        H2.model[0].weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match="operator"):
+        pt.slq(H2, num_steps=6, num_probes=2, seed=0, checkpoint=path)
+    # a dense matrix of another size
+    with pytest.raises(ValueError, match="dim"):
+        pt.slq(torch.eye(5, dtype=torch.float64), num_steps=6, num_probes=2, seed=0, checkpoint=path)
+    # not a checkpoint at all
+    other = tmp_path / "other.pt"
+    torch.save({"a": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="not a phasetrans slq checkpoint"):
+        pt.slq(H, num_steps=6, num_probes=2, checkpoint=other)
+    with pytest.raises(TypeError, match="checkpoint"):
+        pt.slq(H, num_steps=6, checkpoint=3)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        pt.slq(H, num_steps=6, checkpoint=path, checkpoint_every=0)
+    with pytest.raises(ValueError, match="checkpoint"):
+        pt.slq(H, num_steps=6, checkpoint=tmp_path)  # a directory
+
+
+def test_slq_dense_checkpoint_roundtrip(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    A = A + A.T
+    ref = pt.slq(A, num_steps=12, num_probes=3)
+    path = tmp_path / "d.pt"
+    assert pt.slq(A, num_steps=12, num_probes=3, checkpoint=path, checkpoint_every=5) == ref
+    assert pt.slq(A, num_steps=12, num_probes=3, checkpoint=path) == ref
+    with pytest.raises(ValueError, match="operator"):
+        pt.slq(A + torch.eye(30, dtype=torch.float64), num_steps=12, num_probes=3, checkpoint=path)
+
+
+# --- train_l1 -------------------------------------------------------------------------------
+def _train(checkpoint=None, eval_fn=None):
+    model, loss_fn, loader, kwargs = W.problem_train()
+    hist = pt.train_l1(model, loss_fn, loader, checkpoint=checkpoint, eval_fn=eval_fn, **kwargs)
+    return model, hist
+
+
+@pytest.mark.slow
+def test_train_l1_kill9_and_resume_is_bit_identical(tmp_path):
+    ref_model, ref_hist = _train(eval_fn=lambda m: 0.0)
+    path = tmp_path / "train.pt"
+    proc = _spawn("train", path, delay=0.4)
+    _kill_when(proc, lambda: 2 <= _train_epoch(path) < 6)
+    killed_at = _train_epoch(path)
+    assert 2 <= killed_at < 6
+    model, hist = _train(checkpoint=path, eval_fn=lambda m: 0.0)
+    assert fingerprints_equal(model_fingerprint(model), model_fingerprint(ref_model))
+    assert hist.to_dict() == ref_hist.to_dict()
+
+
+def test_train_l1_interrupt_and_resume_in_process(tmp_path):
+    ref_model, ref_hist = _train(eval_fn=lambda m: 1.0)
+    path = tmp_path / "t.pt"
+    calls = [0]
+
+    def interrupting(m):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return 1.0
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(checkpoint=path, eval_fn=interrupting)
+    assert _train_epoch(path) == 2
+    model, hist = _train(checkpoint=path, eval_fn=lambda m: 1.0)
+    assert fingerprints_equal(model_fingerprint(model), model_fingerprint(ref_model))
+    assert hist.to_dict() == ref_hist.to_dict()
+    # the finished checkpoint: a rerun trains nothing and returns the same weights and history
+    model2, hist2 = _train(checkpoint=path, eval_fn=lambda m: pytest.fail("no epoch should run"))
+    assert fingerprints_equal(model_fingerprint(model2), model_fingerprint(ref_model))
+    assert hist2.to_dict() == ref_hist.to_dict()
+
+
+def test_train_l1_checkpoint_mismatch(tmp_path):
+    path = tmp_path / "t.pt"
+    model, loss_fn, loader, kwargs = W.problem_train()
+    pt.train_l1(model, loss_fn, loader, checkpoint=path, **{**kwargs, "epochs": 1})
+    model, loss_fn, loader, kwargs = W.problem_train()
+    with pytest.raises(ValueError, match="different arguments.*epochs"):
+        pt.train_l1(model, loss_fn, loader, checkpoint=path, **kwargs)
+    with pytest.raises(ValueError, match="different arguments.*lr"):
+        pt.train_l1(model, loss_fn, loader, checkpoint=path, **{**kwargs, "epochs": 1, "lr": 0.1})
+    with torch.no_grad():
+        model[0].weight[0, 0] += 1
+    with pytest.raises(ValueError, match="different model weights"):
+        pt.train_l1(model, loss_fn, loader, checkpoint=path, **{**kwargs, "epochs": 1})
+    with pytest.raises(TypeError, match="eval_fn must return plain values"):
+        m, lf, ld, kw = W.problem_train()
+        pt.train_l1(m, lf, ld, checkpoint=tmp_path / "u.pt", eval_fn=lambda m: object(),
+                    **{**kw, "epochs": 1})
+
+
+# --- sweep ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sweep_kill9_and_resume(tmp_path):
+    model, evaluate = W.problem_sweep()
+    reference = pt.sweep(model, evaluate, W.SWEEP_GRID)
+    path = tmp_path / "sweep.jsonl"
+
+    def lines():
+        return path.read_bytes().count(b"\n") if path.exists() else 0
+
+    proc = _spawn("sweep", path, delay=0.15)
+    _kill_when(proc, lambda: lines() >= 6)
+    done_before = lines() - 1
+    assert 5 <= done_before < len(W.SWEEP_GRID)
+    calls = []
+    model, evaluate = W.problem_sweep()
+    resumed = pt.sweep(model, lambda m: (calls.append(1), evaluate(m))[1], W.SWEEP_GRID, path=path)
+    assert resumed == reference
+    assert len(calls) == len(W.SWEEP_GRID) - done_before
+    # a torn last line (a write cut by the kill) is dropped and recomputed
+    with open(path, "ab") as f:
+        f.write(b'{"index": 3, "spars')
+    assert pt.sweep(model, evaluate, W.SWEEP_GRID, path=path) == reference
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+# --- atomic writes and untrusted files ------------------------------------------------------
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def _evil_file(path: Path, payload=None) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump(payload if payload is not None else {"state": _Evil()}, f)
+    return path
+
+
+def test_checkpoints_refuse_code_running_pickles(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = _evil_file(tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refused to load"):
+        _io.safe_torch_load(evil)
+    with pytest.raises(ValueError, match="refused to load"):
+        pt.slq(W.problem_slq(), num_steps=3, num_probes=1, checkpoint=evil)
+    model, loss_fn, loader, kwargs = W.problem_train()
+    before = model_fingerprint(model)
+    with pytest.raises(ValueError, match="refused to load"):
+        pt.train_l1(model, loss_fn, loader, checkpoint=evil, **kwargs)
+    assert fingerprints_equal(before, model_fingerprint(model))
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(ValueError, match="checkpoint"):
+        _io.safe_torch_load(corrupt)
+
+
+def test_cli_refuses_code_running_checkpoint(tmp_path):
+    evil = _evil_file(tmp_path / "evil.pt")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "phasetrans", "predict", "--model", "digits_mlp", "--data", "digits",
+         "--checkpoint", str(evil)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "refused" in (proc.stderr + proc.stdout)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    _io.atomic_write_json(target, {"a": 1, "b": float("nan")})
+    assert json.loads(target.read_text()) == {"a": 1, "b": None}
+    real_replace = os.replace
+
+    def boom(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="simulated"):
+        _io.atomic_write_text(target, "new contents")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert json.loads(target.read_text()) == {"a": 1, "b": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp file left
+    with pytest.raises(TypeError, match="JSON"):
+        _io.atomic_write_json(target, {"x": object()})
+    with pytest.raises(ValueError, match="not a valid JSON"):
+        (tmp_path / "bad.json").write_text("{'a': __import__('os')}")
+        _io.read_json(tmp_path / "bad.json")
+    _io.atomic_torch_save(tmp_path / "t.pt", {"x": torch.arange(3)})
+    assert torch.equal(_io.safe_torch_load(tmp_path / "t.pt")["x"], torch.arange(3))
+    with pytest.raises(TypeError, match="path"):
+        _io.atomic_write_text(None, "x")
