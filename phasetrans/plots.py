@@ -191,10 +191,6 @@ def plot_pruning_curve(report: Any, ax: Any = None, path: Any = None):
     return fig
 
 
-def _short(name: str) -> str:
-    return name[:-7] if name.endswith(".weight") else name
-
-
 def plot_layers(report: Any, ax: Any = None, path: Any = None):
     """Per-layer kept fraction (log scale) at the measured threshold and at the predicted
     sparsity; the global kept fraction as a dashed line. A bar near zero is a collapsing layer:
@@ -218,9 +214,9 @@ def plot_layers(report: Any, ax: Any = None, path: Any = None):
     ax.set_yscale("log")
     ax.set_ylim(floor / 2, 1.5)
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{_short(n)}\n({at_t[n]['total']})" for n in names], fontsize="small")
+    ax.set_xticklabels([f"{n}\n({at_t[n]['total']} weights)" for n in names], fontsize="small")
     ax.set_ylabel("kept fraction of the layer (log scale)")
-    ax.set_xlabel("prunable layer (number of weights); dashed: global kept fraction")
+    ax.set_xlabel("prunable layer; dashed lines: global kept fraction")
     ax.set_title("Per-layer kept fraction after global magnitude pruning")
     ax.legend(loc="lower left", fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
