@@ -115,6 +115,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
 
     Compare two fingerprints with :func:`fingerprints_equal` (bitwise, NaN-safe).
     """
+    check_model(model)
     return {
         "params": {n: p.detach().clone() for n, p in model.named_parameters()},
         "grads": {

@@ -104,6 +104,8 @@ def projected_width_sq(eigenvalues: Any, weights: Any = None, eps: float = 1.0, 
     ``docs/GEOMETRY.md`` tabulates the difference.
     """
     lam = np.abs(_as_float_array(eigenvalues, "eigenvalues")).reshape(-1)
+    if lam.size == 0:
+        raise ValueError("eigenvalues must be non-empty, got 0 entries")
     if weights is None:
         w = np.ones_like(lam)
     else:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_fraction, check_int, check_model, preserve_model
+from ._io import check_path
 from .pruning import pruned
 from .training import evaluate_loss, finetune_masked
 
@@ -326,7 +327,7 @@ def sweep(
     done: dict[int, float] = {}
     f = None
     if path is not None:
-        path = os.fspath(path)
+        path = os.fspath(check_path(path, "path"))
         if os.path.exists(path):
             done = _read_sweep(path, header)
         f = open(path, "a", encoding="utf-8")

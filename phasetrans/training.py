@@ -271,7 +271,7 @@ def train_l1(
                     if not torch.isfinite(total.detach()):
                         raise FloatingPointError(
                             f"train_l1: non-finite loss {float(total.detach())} (data loss "
-                            f"{float(loss.detach())}, l1 penalty {float(penalty)}) at epoch "
+                            f"{float(loss.detach())}, l1 penalty {float(penalty.detach()) if isinstance(penalty, torch.Tensor) else float(penalty)}) at epoch "
                             f"{epoch}, batch {index}; the weights are those before this batch; "
                             f"lower lr (got {epoch_lr}) or check the data"
                         )
@@ -357,9 +357,20 @@ def finetune_masked(
                     p.masked_fill_(off, 0)
             done = 0
             while done < steps:
-                for inputs, targets in batches:
+                for index, (inputs, targets) in enumerate(batches):
                     inputs, targets = move_batch(inputs, targets, device, dtype)
                     loss = loss_fn(model(inputs), targets)
+                    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                        raise ValueError(
+                            f"loss_fn must return a scalar tensor (the batch mean), got "
+                            f"{type(loss).__name__} at step {done}, batch {index}"
+                        )
+                    if not torch.isfinite(loss.detach()):
+                        raise FloatingPointError(
+                            f"finetune_masked: non-finite loss {float(loss.detach())} at step "
+                            f"{done}, batch {index}; the weights are those before this step; "
+                            f"lower lr (got {lr}) or check the data"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     for p, off in held:
@@ -384,18 +395,24 @@ def finetune_masked(
 def evaluate_accuracy(model: nn.Module, data: Any) -> float:
     """Fraction of correct predictions over the dataset: ``argmax`` of the outputs over the last
     dim against integer targets (or against ``argmax`` of one-hot/probability targets of the
-    outputs' shape); batches weighted by size. Eval mode, ``no_grad``; the model is unchanged."""
+    outputs' shape); batches weighted by size. Eval mode, ``no_grad``; the model is unchanged.
+    Non-finite outputs raise ``FloatingPointError`` naming the batch."""
     check_model(model)
     batches = as_batches(data)
     device, dtype = model_device_dtype(model)
     correct = total = 0
     with preserve_model(model), torch.no_grad():
         model.eval()
-        for inputs, targets in batches:
+        for index, (inputs, targets) in enumerate(batches):
             inputs, targets = move_batch(inputs, targets, device, dtype)
             outputs = model(inputs)
             if not isinstance(outputs, torch.Tensor):
                 raise TypeError(f"model outputs must be a tensor, got {type(outputs).__name__}")
+            if outputs.is_floating_point() and not bool(torch.isfinite(outputs).all()):
+                raise FloatingPointError(
+                    f"evaluate_accuracy: non-finite model outputs (NaN or inf) at batch {index} "
+                    f"of data; the accuracy would be meaningless"
+                )
             pred = outputs.argmax(-1)
             if targets.shape == outputs.shape and targets.dim() > 1:
                 targets = targets.argmax(-1)
@@ -411,7 +428,8 @@ def evaluate_accuracy(model: nn.Module, data: Any) -> float:
 
 def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any) -> float:
     """Dataset-mean loss ``Σ_b |b|·loss_fn(model(x_b), y_b) / Σ_b |b|`` (``loss_fn`` returns the
-    batch mean). Eval mode, ``no_grad``; the model is unchanged."""
+    batch mean). Eval mode, ``no_grad``; the model is unchanged. A non-finite batch loss raises
+    ``FloatingPointError`` naming the batch."""
     check_model(model)
     _check_callable(loss_fn, "loss_fn")
     batches = as_batches(data)
@@ -420,12 +438,16 @@ def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any) -> float:
     count = 0
     with preserve_model(model), torch.no_grad():
         model.eval()
-        for inputs, targets in batches:
+        for index, (inputs, targets) in enumerate(batches):
             inputs, targets = move_batch(inputs, targets, device, dtype)
             n = batch_size(inputs)
             loss = loss_fn(model(inputs), targets)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise ValueError("loss_fn must return a scalar tensor (the batch mean)")
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"evaluate_loss: non-finite loss {float(loss)} at batch {index} of data"
+                )
             total += float(loss) * n
             count += n
     return total / count
