@@ -1,29 +1,32 @@
-"""Hessian-vector product methods side by side: vmap(jvp(grad)) ("func") vs graph-reusing double
-backward ("backward"), for K probe columns, plus the floor ratio (one K=1 product pass / one
-gradient pass). Run: python bench/hvp_methods.py [--threads 2]"""
+"""Hessian-product cost against the gradient floor.
+
+For the digits MLP 64-256-256-10 (and a small CNN): one ``H @ V`` pass over the data with ``K``
+columns (K = 1, 4, 8, 16; methods "backward" = graph-reusing double backward, "func" =
+vmap(jvp(grad))), divided by one plain gradient pass (``loss.backward()`` over the same batches,
+same model). Reports the pass ratio and the per-probe ratio (pass / K / gradient pass). All peers
+are interleaved in one loop (A, B, A, B, ...), best of ``--repeat``.
+
+``--compile``: also tries ``torch.compile`` on the product (a compiled model under double
+backward, and a compiled ``jvp(grad)`` function), kept out of the package unless it wins.
+
+Run: python bench/hvp_methods.py [--threads 2] [--repeat 7] [--ks 1,4,8,16] [--compile]
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import torch
-from torch import nn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import phasetrans as pt
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
-
-def timeit(fn, repeat=5):
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+import phasetrans as pt  # noqa: E402
 
 
-def digits_loader(batch_size=256, image=False):
+def digits_batches(batch_size=256, image=False):
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
@@ -44,27 +47,118 @@ def models():
     return {"mlp 64-256-256-10": (mlp, False), "cnn 16-32": (cnn, True)}
 
 
+def interleaved(fns, repeat):
+    for f in fns.values():
+        f()  # warm-up
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def gradient_pass(model, loss_fn, data):
+    def run():
+        for xb, yb in data:
+            loss_fn(model(xb), yb).backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def try_compile(model, loss_fn, data, repeat):
+    """torch.compile on the product: (a) a compiled model under double backward, (b) a compiled
+    jvp(grad) batch product. Prints what happens (errors included) and the timings."""
+    from torch.func import functional_call, grad, jvp
+
+    H = pt.HessianOperator(model, loss_fn, data, params="all")
+    v = torch.randn(H.dim)
+    ref = H @ v
+    names = H.param_names
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    vs = H.unflatten(v)
+    N = sum(len(y) for _, y in data)
+
+    def loss_of(p, x, y):
+        return loss_fn(functional_call(model, p, (x,)), y)
+
+    def batch_hvp(p, t, x, y):
+        return jvp(lambda q: grad(loss_of)(q, x, y), (p,), (t,))[1]
+
+    eager = {}
+    for label, fn in (("eager jvp(grad)", batch_hvp), ("compiled jvp(grad)", torch.compile(batch_hvp))):
+        def run(fn=fn):
+            total = torch.zeros(H.dim, dtype=torch.float64)
+            for x, y in data:
+                out = fn(params, vs, x, y)
+                total += len(y) * torch.cat([out[n].reshape(-1) for n in names]).double()
+            return total / N
+
+        try:
+            t = time.perf_counter()
+            out = run()
+            first = time.perf_counter() - t
+            err = float((out.float() - ref).norm() / ref.norm())
+            eager[label] = run
+            print(f"  {label:22s} first call {first:7.2f} s, rel. error vs H @ v {err:.1e}")
+        except Exception as exc:  # noqa: BLE001 - report whatever compile raises
+            print(f"  {label:22s} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}")
+    compiled_model = torch.compile(model)
+    Hc = pt.HessianOperator(compiled_model, loss_fn, data, params="all")
+    try:
+        t = time.perf_counter()
+        out = Hc @ v
+        print(f"  {'compiled model, dbl bwd':22s} first call {time.perf_counter() - t:7.2f} s, rel. error "
+              f"{float((out - ref).norm() / ref.norm()):.1e}")
+        eager["compiled model, double backward"] = lambda: Hc @ v
+    except Exception as exc:  # noqa: BLE001
+        print(f"  {'compiled model, dbl bwd':22s} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}")
+    eager["HessianOperator backward"] = lambda: H @ v
+    best = interleaved(eager, repeat)
+    base = best["HessianOperator backward"]
+    for k, t in best.items():
+        print(f"  {k:34s} {t * 1e3:8.1f} ms  ({t / base:.2f}x HessianOperator)")
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--ks", default="1,4,8,16")
+    parser.add_argument("--methods", default="backward,func")
+    parser.add_argument("--models", default="mlp")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'model':20s} {'K':>3s} {'func s':>8s} {'backward s':>10s} {'func/backward':>13s}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    ks = [int(k) for k in args.ks.split(",")]
+    methods = args.methods.split(",")
+    loss_fn = nn.CrossEntropyLoss()
     for name, (model, image) in models().items():
-        data = digits_loader(image=image)
-        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), data)
-        for K in (1, 8):
-            V = torch.randn(H.dim, K)
-            times = {}
-            for method in ("func", "backward"):
-                H.method = method
-                times[method] = timeit(lambda: H @ V)
-            print(f"{name:20s} {K:3d} {times['func']:8.4f} {times['backward']:10.4f} {times['func'] / times['backward']:13.2f}")
-        H.method = "func"
-        g = timeit(lambda: H.loss_and_gradient())
-        h = timeit(lambda: H @ torch.randn(H.dim))
-        print(f"{name:20s} floor: one HVP pass / one gradient pass = {h / g:.2f}")
+        if not any(name.startswith(m) for m in args.models.split(",")):
+            continue
+        data = digits_batches(image=image)
+        fns = {"gradient": gradient_pass(model, loss_fn, data)}
+        ops = {m: pt.HessianOperator(model, loss_fn, data, params="all", method=m) for m in methods}
+        for K in ks:
+            V = torch.randn(ops[methods[0]].dim, K)
+            for m in methods:
+                fns[f"{m} K={K}"] = (lambda H=ops[m], V=V: H @ V)
+        best = interleaved(fns, args.repeat)
+        g = best["gradient"]
+        print(f"\n{name}: D = {ops[methods[0]].dim}, {len(data)} batches; gradient pass {g * 1e3:.1f} ms")
+        print(f"{'product':14s} {'ms':>9s} {'pass/grad':>10s} {'per probe/grad':>15s}")
+        for k, t in best.items():
+            if k == "gradient":
+                continue
+            K = int(k.split("K=")[1])
+            print(f"{k:14s} {t * 1e3:9.1f} {t / g:10.2f} {t / K / g:15.2f}")
+        if args.compile:
+            print(f"\n{name}: torch.compile")
+            try_compile(model, loss_fn, data, args.repeat)
 
 
 if __name__ == "__main__":

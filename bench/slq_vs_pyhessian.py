@@ -1,0 +1,182 @@
+"""SLQ: phasetrans (probes in lock-step, one data pass per Lanczos step) vs PyHessian 0.1
+(probes one after the other, one data pass per step per probe), same model, data, steps, probes.
+
+Model: digits MLP 64-256-256-10 (85,002 parameters, all of them, as PyHessian uses every parameter
+that requires grad), briefly trained; data: scikit-learn digits (1797 samples, pixels / 16) in a
+DataLoader with batches of 256 (last batch of 5: "uneven"), and the first 1792 samples ("even").
+PyHessian: ``hessian(model, CrossEntropyLoss(), dataloader=loader, cuda=False).density(iter, n_v)``
+(its dataloader mode, full_dataset=True). Its release calls the removed ``torch.eig``; the bench
+shims it (PyHessian only) with a ``torch.linalg.eigh`` replacement returning the old layout.
+
+Timings are best-of-``--repeat``, the peers interleaved in one loop (A, B, A, B, ...), on a shared
+machine: read the ratios, not the absolute times.
+
+Run: python bench/slq_vs_pyhessian.py [--threads 2] [--steps 40] [--probes 8] [--repeat 3]
+Needs: pip install --no-deps pyhessian==0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+# spin-waiting OpenMP threads collapse under a shared, oversubscribed CPU (measured 5-10x slower
+# with 2 threads); passive waiting must be set before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import phasetrans as pt  # noqa: E402
+
+
+def _eig_shim(A, eigenvectors=False):
+    """``torch.eig`` (removed in torch 2.x) for the symmetric tridiagonal PyHessian builds:
+    eigenvalues as an ``(n, 2)`` (real, imaginary) tensor and eigenvectors as columns."""
+    w, U = torch.linalg.eigh(A.to(torch.float64))
+    vals = torch.stack([w, torch.zeros_like(w)], 1).to(A.dtype)
+    return vals, (U.to(A.dtype) if eigenvectors else torch.empty(0, dtype=A.dtype))
+
+
+def digits(n=None):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    if n is not None:
+        X, y = X[:n], y[:n]
+    return X, y
+
+
+def trained_mlp(X, y, epochs=30):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), 128):
+            idx = perm[i : i + 128]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def pyhessian_density(model, loader, steps, probes, seed=0):
+    from pyhessian import hessian
+
+    torch.manual_seed(seed)
+    eig = getattr(torch, "eig", None)
+    torch.eig = _eig_shim
+    try:
+        h = hessian(model, nn.CrossEntropyLoss(), dataloader=loader, cuda=False)
+        eigs, weights = h.density(iter=steps, n_v=probes)
+    finally:
+        if eig is None:
+            del torch.eig
+        else:
+            torch.eig = eig
+    model.zero_grad(set_to_none=True)
+    return np.array(eigs, dtype=np.float64), np.array(weights, dtype=np.float64)
+
+
+def ours(model, loader, steps, probes, method="backward", reorth="full"):
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader, params="all", method=method)
+    return pt.slq(H, num_steps=steps, num_probes=probes, seed=0, reorth=reorth)
+
+
+def best_of(fns, repeat):
+    """Interleaved best-of-``repeat`` wall times of ``fns`` (name -> callable); last results kept."""
+    best = {k: float("inf") for k in fns}
+    results = {}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            results[k] = f()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best, results
+
+
+def machine():
+    model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--variants", default="backward/full,backward/none,func/full,func/none",
+                        help="our method/reorth variants to time")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine())
+    X, y = digits()
+    model = trained_mlp(X, y)
+    D = sum(p.numel() for p in model.parameters())
+    bs = args.batch_size
+    uneven = DataLoader(TensorDataset(X, y), batch_size=bs, shuffle=False)
+    n_even = (len(y) // bs) * bs
+    even = DataLoader(TensorDataset(X[:n_even], y[:n_even]), batch_size=bs, shuffle=False)
+    print(f"MLP 64-256-256-10, D = {D}; {args.steps} steps x {args.probes} probes; batches of {bs}: "
+          f"uneven N = {len(y)} (last batch {len(y) % bs}), even N = {n_even}")
+
+    # 1. does PyHessian weight an uneven last batch exactly? one product, both codes
+    from pyhessian import hessian
+
+    h = hessian(model, nn.CrossEntropyLoss(), dataloader=uneven, cuda=False)
+    v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for p in h.params]
+    _, Hv_py = h.dataloader_hv_product(v)
+    model.zero_grad(set_to_none=True)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven, params="all")
+    Hv = H @ torch.cat([t.reshape(-1) for t in v])
+    Hv_py = torch.cat([t.reshape(-1) for t in Hv_py])
+    print(f"one product on uneven batches: |H v (PyHessian) - H v (ours)| / |H v| = "
+          f"{float((Hv_py - Hv).norm() / Hv.norm()):.2e}  (float32 rounding level: exact weighting in both)")
+
+    # 2. timings, interleaved
+    fns = {"pyhessian": lambda: pyhessian_density(model, uneven, args.steps, args.probes)}
+    for variant in args.variants.split(","):
+        method, reorth = variant.split("/")
+        fns[f"ours {method}/{reorth}"] = (lambda m=method, r=reorth: ours(model, uneven, args.steps, args.probes, m, r))
+    best, results = best_of(fns, args.repeat)
+    t_py = best["pyhessian"]
+    print(f"\n{'code':24s} {'best s':>8s} {'PyHessian / this':>17s} {'top Ritz':>12s}")
+    top = {}
+    for k, t in best.items():
+        r = results[k]
+        top[k] = float(np.max(r[0])) if k == "pyhessian" else float(r.nodes.max())
+        print(f"{k:24s} {t:8.2f} {t_py / t:17.2f} {top[k]:12.6f}")
+
+    # 3. top Ritz values vs a converged top eigenvalue, uneven and even batches
+    print("\ntop Ritz value vs pt.top_eigenvalues (relative difference)")
+    for name, loader in (("uneven", uneven), ("even", even)):
+        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader, params="all")
+        lam = float(pt.top_eigenvalues(H, k=1, seed=0).values[0])
+        t_ours = float(ours(model, loader, args.steps, args.probes).nodes.max()) if name == "even" else top["ours backward/full"]
+        t_py = float(np.max(pyhessian_density(model, loader, args.steps, args.probes)[0])) if name == "even" else top["pyhessian"]
+        print(f"  {name:6s}: lambda_max = {lam:.6f}; ours {t_ours:.6f} ({abs(t_ours - lam) / lam:.1e}); "
+              f"PyHessian {t_py:.6f} ({abs(t_py - lam) / lam:.1e}); ours vs PyHessian {abs(t_ours - t_py) / abs(t_py):.1e}")
+
+
+if __name__ == "__main__":
+    main()
