@@ -323,12 +323,25 @@ class SpectralDensity:
             )
         if not (torch.isfinite(nodes).all() and torch.isfinite(weights).all()):
             raise ValueError("nodes and weights must be finite")
+        if bool((weights < 0).any()) or not bool((weights.sum(1) > 0).all()):
+            raise ValueError("weights must be non-negative with a positive sum in every row (probe)")
         self.nodes = nodes
         self.weights = weights
         self.dim = check_int(dim, "dim", minimum=1)
         if lengths is None:
             lengths = torch.full((nodes.shape[0],), nodes.shape[1], dtype=torch.int64)
-        self.lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
+        lengths = torch.as_tensor(lengths).cpu()
+        if (
+            lengths.shape != (nodes.shape[0],)
+            or lengths.is_floating_point()
+            or bool((lengths < 1).any())
+            or bool((lengths > nodes.shape[1]).any())
+        ):
+            raise ValueError(
+                f"lengths must hold one integer in [1, {nodes.shape[1]}] per probe "
+                f"({nodes.shape[0]}), got {lengths.tolist()}"
+            )
+        self.lengths = lengths.to(torch.int64)
 
     @property
     def num_probes(self) -> int:
@@ -446,12 +459,16 @@ class SpectralDensity:
         missing = {"nodes", "weights", "dim"} - d.keys()
         if missing:
             raise ValueError(f"d is missing keys {sorted(missing)}")
-        return cls(
-            torch.tensor(d["nodes"], dtype=_F64),
-            torch.tensor(d["weights"], dtype=_F64),
-            d["dim"],
-            None if d.get("lengths") is None else torch.tensor(d["lengths"], dtype=torch.int64),
-        )
+        arrays = {}
+        for key, dtype in (("nodes", _F64), ("weights", _F64), ("lengths", torch.int64)):
+            if key == "lengths" and d.get(key) is None:
+                arrays[key] = None
+                continue
+            try:
+                arrays[key] = torch.tensor(d[key], dtype=dtype)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"d[{key!r}] must be a nested list of numbers: {exc}") from None
+        return cls(arrays["nodes"], arrays["weights"], d["dim"], arrays["lengths"])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpectralDensity):

@@ -120,6 +120,10 @@ BAD_INPUTS = [
     row("top_eigenvalues", "which='LM'", lambda: pt.top_eigenvalues(sym(), which="LM"), ValueError, "which"),
     row("SpectralDensity", "NaN node", lambda: pt.SpectralDensity(torch.tensor([[NAN]]), torch.tensor([[1.0]]), 1), ValueError, "finite"),
     row("SpectralDensity", "dim=0", lambda: pt.SpectralDensity(torch.tensor([[1.0]]), torch.tensor([[1.0]]), 0), ValueError, "dim"),
+    row("SpectralDensity", "negative weight", lambda: pt.SpectralDensity(torch.tensor([[1.0, 2.0]]), torch.tensor([[-1.0, 2.0]]), 2), ValueError, "weights"),
+    row("SpectralDensity", "lengths > num_steps", lambda: pt.SpectralDensity(torch.ones(1, 2), torch.ones(1, 2) / 2, 2, lengths=torch.tensor([5])), ValueError, "lengths"),
+    row("SpectralDensity.from_dict", "nodes='x'", lambda: pt.SpectralDensity.from_dict({"nodes": "x", "weights": [[1.0]], "dim": 1}), TypeError, "nodes"),
+    row("SpectralDensity.from_dict", "missing dim", lambda: pt.SpectralDensity.from_dict({"nodes": [[1.0]], "weights": [[1.0]]}), ValueError, "dim"),
     row("SpectralDensity.density", "bandwidth=0", lambda: spec().density([0.0], bandwidth=0.0), ValueError, "bandwidth"),
     row("SpectralDensity.expect", "f=3", lambda: spec().expect(3), TypeError, "f must be callable"),
     # parameters
