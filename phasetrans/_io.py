@@ -48,7 +48,7 @@ def check_path(path: Any, name: str = "path") -> Path:
     return p
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str | os.PathLike) -> None:
     with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows): best effort
         fd = os.open(directory, os.O_RDONLY)
         try:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_fraction, check_int, check_model, preserve_model
-from ._io import check_path
+from ._io import _fsync_dir, check_path
 from .pruning import pruned
 from .training import evaluate_loss, finetune_masked
 
@@ -259,10 +259,19 @@ def _read_sweep(path: str, header: dict) -> dict[int, float]:
             f"path: {path!r} was written by a different sweep (header {first.get('header')!r}, "
             f"this call {header!r}); use another path"
         )
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         if line.strip():
-            rec = json.loads(line)
-            done[int(rec["index"])] = float(rec["metric"])
+            try:
+                rec = json.loads(line)
+                index, metric = int(rec["index"]), float(rec["metric"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"path: {path!r} line {number} is not a sweep record ({exc}); the file is "
+                    f"corrupt: use another path"
+                ) from None
+            if not 0 <= index < len(header["sparsities"]):
+                raise ValueError(f"path: {path!r} line {number} has index {index} out of range")
+            done[index] = metric
     return done
 
 
@@ -292,7 +301,9 @@ def sweep(
     fsynced) after a header line recording ``sparsities``, ``min_per_layer``, ``params``, the
     ``refit`` setting and ``metadata`` (JSON-serialisable); calling again with the same ``path``
     resumes: values already in the file are not recomputed. A header that does not match the call
-    raises ``ValueError``. ``refit`` as in :func:`find_threshold`. The model is unchanged.
+    raises ``ValueError``, and so does a corrupt record; a torn last line (a write cut short by a
+    crash) is dropped and recomputed. ``refit`` as in :func:`find_threshold`. The model is
+    unchanged.
     """
     check_model(model)
     if not callable(evaluate):
@@ -333,6 +344,7 @@ def sweep(
         f = open(path, "a", encoding="utf-8")
         if f.tell() == 0:
             _append(f, {"kind": _HEADER_KIND, "header": header})
+            _fsync_dir(os.path.dirname(os.path.abspath(path)))
     try:
         with preserve_model(model):
             for i in tqdm(range(len(grid)), desc="sweep", disable=not progress, leave=False):

@@ -202,6 +202,8 @@ BAD_INPUTS = [
     row("sweep", "sparsities=[NaN]", lambda: pt.sweep(mlp(), acc, [NAN]), ValueError, "sparsities"),
     row("sweep", "sparsities=3", lambda: pt.sweep(mlp(), acc, 3), TypeError, "sparsities"),
     row("sweep", "path=3", lambda: pt.sweep(mlp(), acc, [0.5], path=3), TypeError, "path"),
+    row("sweep", "corrupt record in path", lambda: pt.sweep(mlp(), acc, [0.5], path=corrupt_sweep()), ValueError, "line 2"),
+    row("sweep", "foreign file at path", lambda: pt.sweep(mlp(), acc, [0.5], path=foreign_file()), ValueError, "not a phasetrans sweep"),
     row("sweep", "metadata=object()", lambda: pt.sweep(mlp(), acc, [0.5], metadata={"a": object()}), TypeError, "metadata"),
     row("sweep", "no prunable weights", lambda: pt.sweep(no_prunable(), lambda m: 1.0, [0.5]), ValueError, "prunable"),
     # geometry
@@ -334,6 +336,28 @@ def nan_on_batch(index):
         return value
 
     return loss
+
+
+def corrupt_sweep():
+    import tempfile
+
+    path = tempfile.mktemp(suffix=".jsonl")
+    pt.sweep(mlp(), acc, [0.5], path=path)
+    with open(path, "a") as f:
+        f.write('{"index": "x"}\n')
+    with open(path) as f:
+        lines = f.readlines()
+    with open(path, "w") as f:  # the bad record first, a good one after it
+        f.writelines([lines[0], lines[2], lines[1]])
+    return path
+
+
+def foreign_file():
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.write("hello\n")
+    return f.name
 
 
 def spec_of(D):
