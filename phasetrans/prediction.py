@@ -91,7 +91,7 @@ def _check_negative(negative: Any) -> str:
 # R(s): the magnitude curve
 # ------------------------------------------------------------------------------------------
 def _weights_tensor(weights: Any, params: Any = None) -> torch.Tensor:
-    """Flat detached view/copy of the prunable weights (model, tensor or array)."""
+    """Flat detached view (tensor/array) or copy (model: the concatenation) of the weights."""
     if isinstance(weights, nn.Module):
         names = select_parameters(weights, params)
         named = dict(weights.named_parameters())
@@ -131,20 +131,29 @@ class MagnitudeCurve:
 
         R(s) = sqrt( Σ_{i ≤ k} w_(i)² ),   k = ⌈sD⌉ (``pruning.pruned_count``), |w_(1)| ≤ |w_(2)| ≤ …
 
-    Built once: ``|w|`` is sorted in the weights' dtype on their device, then squared (exactly)
-    and summed cumulatively in float64, chunk by chunk. Memory: the sorted copy (``D`` × the
-    weights' element size, freed after) plus the float64 cumulative sums (``8(D+1)`` bytes,
-    0.8 GB for 10^8 weights). Every later ``R(s)`` is one index into the cumulative sums.
+    Built once: ``|w|`` is sorted in the weights' dtype on their device, then squared (exactly:
+    the square of a float32 is a float64) and summed cumulatively in float64, chunk by chunk.
+    Memory: one copy of ``|w|`` in the weights' dtype (sorted in place with NumPy on the CPU;
+    ``torch.sort`` on other devices, which also allocates int64 indices), freed after unless
+    ``keep_sorted``, plus the float64 cumulative sums, ``8(D+1)`` bytes (0.8 GB for 10^8
+    weights). Every later ``R(s)`` is one index into the cumulative sums.
     """
 
     def __init__(self, weights: Any, params: Any = None, keep_sorted: bool = False):
         flat = _weights_tensor(weights, params)
         self.dim = int(flat.numel())
         self.device = flat.device
-        sorted_abs = torch.sort(flat.abs()).values
-        cum = torch.empty(self.dim + 1, dtype=torch.float64, device=flat.device)
+        sorted_abs = flat.abs_() if isinstance(weights, nn.Module) else flat.abs()  # a copy
+        if sorted_abs.device.type == "cpu" and sorted_abs.dtype in (
+            torch.float16, torch.float32, torch.float64
+        ):
+            sorted_abs.numpy().sort()  # in place, no index array
+        else:
+            sorted_abs = torch.sort(sorted_abs).values
+        del flat
+        cum = torch.empty(self.dim + 1, dtype=torch.float64, device=self.device)
         cum[0] = 0.0
-        carry = torch.zeros((), dtype=torch.float64, device=flat.device)
+        carry = torch.zeros((), dtype=torch.float64, device=self.device)
         for start in range(0, self.dim, _CHUNK):
             stop = min(self.dim, start + _CHUNK)
             part = sorted_abs[start:stop].to(torch.float64)
@@ -976,7 +985,7 @@ def predict_sparsity(
         if zero_mass == "estimate":
             t = time.perf_counter()
             zm = estimate_zero_mass(H, weights, num_rows=zero_mass_rows)
-            zero_mass = min(zm.fraction, 1.0 - 1.0 / zero_mass_rows) if zm.fraction >= 1 else zm.fraction
+            zero_mass = min(zm.fraction, 1.0 - 0.5 / zero_mass_rows)  # every row flat: p0 < 1
             details.update(zero_mass_estimate=zm.fraction, zero_mass_row_l1=zm.row_l1)
             times["zero_mass"] = time.perf_counter() - t
 

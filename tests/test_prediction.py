@@ -365,6 +365,16 @@ def test_model_weights_and_untouched():
     c = critical_sparsity(model, np.ones(sel.numel()), eps=0.05, params=names)
     assert c.sparsity == critical_sparsity(sel, np.ones(sel.numel()), eps=0.05).sparsity
     assert fingerprints_equal(before, model_fingerprint(model))
+    # a bare layer (the concatenated copy of one weight is sorted in place: never the weight)
+    layer = nn.Linear(7, 5).double()
+    before = model_fingerprint(layer)
+    p = critical_sparsity(layer, np.ones(35), eps=0.05)
+    assert p.sparsity == critical_sparsity(layer.weight.detach().clone(), np.ones(35), eps=0.05).sparsity
+    assert fingerprints_equal(before, model_fingerprint(layer))
+    arr = np.random.default_rng(0).normal(size=35)
+    copy = arr.copy()
+    critical_sparsity(arr, np.ones(35), eps=0.05)
+    np.testing.assert_array_equal(arr, copy)
 
 
 # ------------------------------------------------------------------------------------------
@@ -450,6 +460,13 @@ def test_predict_sparsity_eps_default_and_untouched():
     eig = torch.linalg.eigvalsh(HessianOperator(small, loss_fn, data).to_dense())
     assert via.sparsity == critical_sparsity(small, eig, eps=0.1).sparsity
     assert via.spectrum_kind == "eigenvalues" and via.uncertainty is None
+    # zero_mass="estimate": the sampled-row estimate, added to Φ
+    est = estimate_zero_mass(HessianOperator(small, loss_fn, data))
+    zm = predict_sparsity(small, loss_fn, data, eps=0.1, spectrum_method="exact", trace_method=None,
+                          zero_mass="estimate")
+    assert zm.zero_mass == est.fraction and zm.details["zero_mass_estimate"] == est.fraction
+    assert est.fraction > 0  # digits has constant pixels: their first-layer weights are flat
+    assert zm.sparsity == critical_sparsity(small, eig, eps=0.1, zero_mass=est.fraction).sparsity
     with pytest.raises(ValueError, match="trace_method"):
         predict_sparsity(model, loss_fn, data, eps=0.1, trace_method="exact")
     assert fingerprints_equal(before, model_fingerprint(model))
