@@ -79,6 +79,7 @@ def test_slq_kill9_and_resume_is_bit_identical(tmp_path):
     _kill_when(proc, lambda: 8 <= _slq_steps(path) < W.SLQ_ARGS["num_steps"])
     killed_at = _slq_steps(path)
     assert 8 <= killed_at < W.SLQ_ARGS["num_steps"]
+    print(f"slq: SIGKILL with the checkpoint at Lanczos step {killed_at}/{W.SLQ_ARGS['num_steps']}")
     assert not [p for p in tmp_path.iterdir() if p.name != "slq.pt" and not p.name.endswith(".tmp")]
 
     H = W.problem_slq()
@@ -173,6 +174,7 @@ def test_train_l1_kill9_and_resume_is_bit_identical(tmp_path):
     _kill_when(proc, lambda: 2 <= _train_epoch(path) < 6)
     killed_at = _train_epoch(path)
     assert 2 <= killed_at < 6
+    print(f"train_l1: SIGKILL with the checkpoint at epoch {killed_at}/6")
     model, hist = _train(checkpoint=path, eval_fn=lambda m: 0.0)
     assert fingerprints_equal(model_fingerprint(model), model_fingerprint(ref_model))
     assert hist.to_dict() == ref_hist.to_dict()
@@ -234,6 +236,7 @@ def test_sweep_kill9_and_resume(tmp_path):
     _kill_when(proc, lambda: lines() >= 6)
     done_before = lines() - 1
     assert 5 <= done_before < len(W.SWEEP_GRID)
+    print(f"sweep: SIGKILL with {done_before}/{len(W.SWEEP_GRID)} points written")
     calls = []
     model, evaluate = W.problem_sweep()
     resumed = pt.sweep(model, lambda m: (calls.append(1), evaluate(m))[1], W.SWEEP_GRID, path=path)
