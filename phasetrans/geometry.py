@@ -193,7 +193,11 @@ def ellipsoid_width_bounds(radii: Any) -> tuple[float, float]:
     with ``E|r_i g_i| = r_i sqrt(2/π)``. THEORY §5.
     """
     r = _as_vector(radii, "radii", allow_inf=True, nonneg=True)
-    s = math.sqrt(float(np.sum(r**2)))
+    scale = float(r.max())
+    if scale == 0.0 or math.isinf(scale):
+        s = scale
+    else:  # scaled, so that tiny (or huge) radii neither underflow nor overflow when squared
+        s = scale * math.sqrt(float(np.sum((r / scale) ** 2)))
     return math.sqrt(2.0 / math.pi) * s, s
 
 
