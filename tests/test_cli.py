@@ -210,3 +210,20 @@ def test_demo_quick(tmp_path, capsys):
     assert abs(d["predicted_sparsity"] - d["measured_sparsity"]) < 0.1
     assert (tmp_path / "report.json").is_file()
     assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+@pytest.mark.slow
+def test_demo_full_agrees_within_three_points(tmp_path, capsys):
+    """The acceptance check: the default demo's prediction and measurement agree within 3 points."""
+    code, out, _ = run(capsys, "demo", "--json", "--out", str(tmp_path))
+    assert code == 0
+    d = json.loads(out)
+    assert abs(d["predicted_sparsity"] - d["measured_sparsity"]) <= 0.03
+    assert d["window"][0] <= d["measured_sparsity"] <= d["window"][1]
+
+
+def test_threads_option(capsys):
+    assert run(capsys, "spectrum", "--threads", "0", *SMALL)[0] == 2
+    before = torch.get_num_threads()
+    assert run(capsys, "spectrum", "--threads", "1", *SMALL)[0] == 0
+    assert torch.get_num_threads() == before  # restored

@@ -211,3 +211,23 @@ def test_pruning_curve_and_layers(data):
         pt.pruning_curve(model, [], test)
     with pytest.raises(ValueError, match="sparsity"):
         pt.layer_kept_fractions(model, -0.1)
+
+
+@pytest.mark.slow
+def test_readme_api_example_runs(tmp_path, monkeypatch):
+    """The README's ten-line example runs as written (and its validate writes the figures)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Ten lines of API\n\n```python\n(.*?)```", readme, re.S)
+    assert match, "README has no API example"
+    code = match.group(1)
+    assert len(code.strip().splitlines()) <= 12
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    report = namespace["report"]
+    assert isinstance(report, pt.Report)
+    assert (tmp_path / "out" / "api" / "report.json").is_file()
+    assert len(list((tmp_path / "out" / "api").glob("*.png"))) == 4
