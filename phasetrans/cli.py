@@ -342,9 +342,10 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .operators import HessianOperator
     from .pipeline import atomic_write_text
     from .plots import plot_crossing, plot_spectrum
-    from .prediction import predict_sparsity
+    from .prediction import batch_loss_std, predict_sparsity
 
     cfg, model, train, _ = _common_setup(args)
     out = _out_dir(args)
@@ -353,10 +354,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if "negative" in cfg:
         kwargs["negative"] = cfg["negative"]
-    eps = cfg.get("eps")
-    pred = predict_sparsity(model, _loss_fn(), train if eps is None else _hessian_data(train, cfg),
-                            eps=eps, num_steps=cfg.get("num_steps", 80),
-                            num_probes=cfg.get("num_probes", 10), seed=cfg.get("seed", 0), **kwargs)
+    eps, eps_source = cfg.get("eps"), "user"
+    if eps is None:  # the std of the mini-batch training losses, over the training batches
+        losses = HessianOperator(model, _loss_fn(), train).loss_and_gradient()[2]
+        eps, eps_source = batch_loss_std(losses), "batch_loss_std"
+    pred = predict_sparsity(model, _loss_fn(), _hessian_data(train, cfg), eps=eps,
+                            num_steps=cfg.get("num_steps", 80), num_probes=cfg.get("num_probes", 10),
+                            seed=cfg.get("seed", 0), **kwargs)
+    pred.eps_source = eps_source
     payload = {"command": "predict", **pred.to_dict()}
     if out is not None:
         atomic_write_text(out / "prediction.json", json.dumps(payload) + "\n")
