@@ -13,7 +13,7 @@ from torch import nn
 torch.set_num_threads(1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_tensors(dtype: torch.dtype = torch.float32):
     """Digits (1797 × 64, 10 classes), standardised, fixed 1297/500 split (seed 0)."""
     from sklearn.datasets import load_digits
@@ -39,7 +39,7 @@ def make_mlp(sizes=(64, 24, 16, 10), seed=0, dtype=torch.float32) -> nn.Module:
     return nn.Sequential(*layers).to(dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained_state(sizes, seed, steps, l1, dtype):
     Xtr, ytr, _, _ = digits_tensors(dtype)
     model = make_mlp(sizes, seed, dtype)
