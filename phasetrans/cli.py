@@ -22,9 +22,11 @@ __all__ = ["main", "build_parser", "load_config", "load_checkpoint", "CONFIG_KEY
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # The demo recipe: digits MLP 64-64-32-10 trained with an l1 penalty strong enough that most
-# weights go to ~0 (the regime of the theory: R(s) stays small up to high sparsity).
+# weights go to ~0 (the regime of the theory: R(s) stays small up to high sparsity). Measured over
+# seeds 0-3: predicted - measured = +0.7, +2.1, +0.8, +1.3 points (l1 = 1e-3 for 30 epochs gave
+# 2.5 to 32 points: the zero-tolerance accuracy threshold on 500 test samples is then noisy).
 DEMO = {
-    "hidden": (64, 32), "l1": 1e-3, "epochs": 30, "lr": 0.05, "batch_size": 128,
+    "hidden": (64, 32), "l1": 3e-3, "epochs": 60, "lr": 0.05, "batch_size": 128,
     "num_steps": 80, "num_probes": 10,
 }
 DEMO_QUICK = {**DEMO, "num_steps": 30, "num_probes": 4}  # same training, cheaper spectrum

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from torch import nn
 
 from ._batches import as_batches
 from ._checks import check_float, check_int, check_model, check_seed, preserve_model
+from ._io import atomic_write_text
 
 __all__ = ["Report", "validate", "layer_kept_fractions", "pruning_curve"]
 
@@ -61,25 +62,6 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "to_dict"):
         return _jsonable(x.to_dict())
     return repr(x)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace`` (a reader never sees a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ------------------------------------------------------------------------------------------
@@ -304,11 +286,20 @@ def _check_bool(value: Any, name: str) -> bool:
     return value
 
 
-def _check_kwargs(value: Any, name: str) -> dict:
+def _check_kwargs(value: Any, name: str, target: Callable) -> dict:
+    """A dict of keyword arguments for ``target``; unknown keys are refused up front (before
+    any training), naming ``name``."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"{name} must be a dict of keyword arguments, got {type(value).__name__}")
+    accepted = inspect.signature(target).parameters
+    unknown = sorted(k for k in value if k not in accepted)
+    if unknown:
+        raise ValueError(
+            f"{name} has keys that {target.__name__} does not take: {unknown}; "
+            f"accepted: {sorted(accepted)}"
+        )
     return dict(value)
 
 
@@ -414,8 +405,8 @@ def validate(
         raise ValueError("curve_points must be 0 or at least 2 (it includes both ends 0 and 1)")
     resolution = check_float(resolution, "resolution", minimum=0.0, maximum=0.5, strict_minimum=True)
     refit_lr = check_float(refit_lr, "refit_lr", minimum=0.0, strict_minimum=True)
-    train_kwargs = _check_kwargs(train_kwargs, "train_kwargs")
-    predict_kwargs = _check_kwargs(predict_kwargs, "predict_kwargs")
+    train_kwargs = _check_kwargs(train_kwargs, "train_kwargs", train_l1)
+    predict_kwargs = _check_kwargs(predict_kwargs, "predict_kwargs", predict_sparsity)
     # the trace from the spectrum itself (the Jensen bound then provably holds); a separate
     # Hutch++ estimate would cost as many Hessian products as the spectrum
     predict_kwargs.setdefault("trace_method", None)

@@ -18,11 +18,14 @@ canvas), so no GUI backend is touched and nothing accumulates in pyplot.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._io import atomic_write_bytes
 
 __all__ = [
     "plot_spectrum",
@@ -49,14 +52,20 @@ def _new_axes(ax: Any, figsize: tuple[float, float]):
     return ax.figure, ax
 
 
+def save_figure_atomic(fig: Any, path: Any, **savefig_kwargs: Any) -> Path:
+    """Render ``fig`` in memory and write it atomically (temp file + rename): a reader never
+    sees a half-written image, and an interrupted run leaves the old file intact."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, **savefig_kwargs)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def _save(fig: Any, path: Any) -> None:
     if path is None:
         return
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be None, a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    save_figure_atomic(fig, path, format="png")
 
 
 def _check_prediction(prediction: Any, name: str = "prediction") -> Any:

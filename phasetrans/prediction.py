@@ -25,6 +25,7 @@ import json
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int, check_seed, preserve_model
+from ._checks import check_choice, check_float, check_int, check_model, check_seed, preserve_model
 from .geometry import kinematic_window, projected_width_sq
 from .params import select_parameters
 from .pruning import pruned_count
@@ -582,7 +583,10 @@ class Prediction:
             ax1.set_title(f"Hessian spectrum ({spec.kind})")
             ax1.grid(True, alpha=0.3)
         if path is not None:
-            fig.savefig(path, bbox_inches="tight")
+            from ._io import check_path
+            from .plots import save_figure_atomic
+
+            save_figure_atomic(fig, check_path(path, "path"), bbox_inches="tight", format="png")
         return fig
 
 
@@ -928,6 +932,7 @@ def predict_sparsity(
 
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    check_model(model)
     if eps is not None:
         eps = _check_eps(eps)
     num_steps = check_int(num_steps, "num_steps", minimum=1)
@@ -938,9 +943,18 @@ def predict_sparsity(
     zero_mass = _check_zero_mass(zero_mass, allow_estimate=True)
     if trace_method is not None:
         check_choice(trace_method, "trace_method", ("hutchinson", "hutch++", "xtrace"))
-    trace_matvecs = check_int(trace_matvecs, "trace_matvecs", minimum=1)
+    # Hutchinson needs 2 products for a standard error, Hutch++ and XTrace 4 for their sketches
+    trace_matvecs = check_int(
+        trace_matvecs, "trace_matvecs", minimum={"hutchinson": 2}.get(trace_method or "", 4)
+        if trace_method is not None else 1,
+    )
     check_int(bootstrap, "bootstrap", minimum=0)
     spectrum_method = check_choice(spectrum_method, "spectrum_method", ("slq", "exact"))
+    if bootstrap > 0 and num_probes < 2 and spectrum_method != "exact":
+        warnings.warn(
+            "bootstrap needs num_probes >= 2: no SLQ uncertainty is reported (uncertainty=None)",
+            RuntimeWarning, stacklevel=2,
+        )
     zero_mass_rows = check_int(zero_mass_rows, "zero_mass_rows", minimum=1)
     if not isinstance(reference_emulation, bool):
         raise TypeError(f"reference_emulation must be a bool, got {type(reference_emulation).__name__}")

@@ -105,7 +105,7 @@ BAD_INPUTS = [
     row("slq", "num_steps=2.5", lambda: pt.slq(sym(), num_steps=2.5), TypeError, "num_steps"),
     row("slq", "num_probes=0", lambda: pt.slq(sym(), num_probes=0), ValueError, "num_probes"),
     row("slq", "seed=-1", lambda: pt.slq(sym(), seed=-1), ValueError, "seed"),
-    row("slq", "reorth='partial'", lambda: pt.slq(sym(), reorth="partial"), ValueError, "reorth"),
+    row("slq", "reorth='sometimes'", lambda: pt.slq(sym(), reorth="sometimes"), ValueError, "reorth"),
     row("slq", "checkpoint=3", lambda: pt.slq(sym(), checkpoint=3), TypeError, "checkpoint"),
     row("slq", "checkpoint_every=0", lambda: pt.slq(sym(), checkpoint_every=0), ValueError, "checkpoint_every"),
     row("slq", "H with NaN", lambda: pt.slq(torch.full((4, 4), NAN)), ValueError, "H must be finite"),
@@ -275,6 +275,10 @@ BAD_INPUTS = [
     row("batch_loss_std", "one loss", lambda: pt.batch_loss_std([1.0]), ValueError, "eps"),
     # pipeline and plots
     row("validate", "model='x'", lambda: pt.validate("x", LOSS, DATA, DATA), TypeError, "model"),
+    row("predict_sparsity", "trace_matvecs=3 with hutch++", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, trace_matvecs=3), ValueError, "trace_matvecs"),
+    row("predict_sparsity", "trace_matvecs=1 with hutchinson", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, trace_method="hutchinson", trace_matvecs=1), ValueError, "trace_matvecs"),
+    row("validate", "predict_kwargs={'nope': 1}", lambda: pt.validate(mlp(), LOSS, DATA, DATA, l1=1e-3, epochs=1, predict_kwargs={"nope": 1}), ValueError, "predict_kwargs"),
+    row("validate", "train_kwargs={'nope': 1}", lambda: pt.validate(mlp(), LOSS, DATA, DATA, l1=1e-3, epochs=1, train_kwargs={"nope": 1}), ValueError, "train_kwargs"),
     row("validate", "num_steps=0", lambda: pt.validate(mlp(), LOSS, DATA, DATA, num_steps=0), ValueError, "num_steps"),
     row("validate", "eps=NaN", lambda: pt.validate(mlp(), LOSS, DATA, DATA, eps=NAN), ValueError, "eps"),
     row("validate", "test_data=[]", lambda: pt.validate(mlp(), LOSS, DATA, [], eps=0.1, num_steps=2, num_probes=1), ValueError, "test_data"),
@@ -574,3 +578,9 @@ def test_train_l1_failing_midway_restores_grads_and_modes():
         assert fingerprints_equal({**before, "params": {}, "buffers": {}},
                                   {**after, "params": {}, "buffers": {}}), key
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bootstrap_with_one_probe_warns_instead_of_silently_dropping_uncertainty():
+    with pytest.warns(RuntimeWarning, match="num_probes >= 2"):
+        pred = pt.predict_sparsity(mlp(), LOSS, DATA, eps=0.1, num_steps=3, num_probes=1)
+    assert pred.uncertainty is None
