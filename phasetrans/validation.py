@@ -260,9 +260,11 @@ NET_CASES: dict[str, dict] = {
     "mlp_l1_2e-3": dict(model="mlp", hidden=(64, 32), l1=2e-3, epochs=100),
     "mlp_l1_3e-3": dict(model="mlp", hidden=(64, 32), l1=3e-3, epochs=100),
     "mlp_l1_1e-2": dict(model="mlp", hidden=(64, 32), l1=1e-2, epochs=100),
+    "mlpwide_l1_2e-3": dict(model="mlp", hidden=(128, 64), l1=2e-3, epochs=100),
     "mlpwide_l1_3e-3": dict(model="mlp", hidden=(128, 64), l1=3e-3, epochs=100),
-    "mlpwide_l1_1e-2": dict(model="mlp", hidden=(128, 64), l1=1e-2, epochs=100),
-    "lenet_l1_3e-3": dict(model="lenet", l1=3e-3, epochs=100),
+    # l1 = 1e-2 (wide MLP) and 3e-3 (LeNet) collapse these nets to all-zero weights (dense accuracy
+    # 0.078): every sparsity then "holds" trivially, so they are not used
+    "lenet_l1_1e-3": dict(model="lenet", l1=1e-3, epochs=100),
     "teacher_l1_3e-3": dict(model="teacher", l1=3e-3, epochs=100),
     "gpu_fc5": dict(model="fc5", l1=1e-4, epochs=30, gpu=True),
     "gpu_resnet20": dict(model="resnet20", l1=1e-4, epochs=30, gpu=True),
@@ -393,7 +395,9 @@ def measure_model(name, model, loss_fn, train, hdata, test, cfg, seed=0, exact=T
             curve["train_loss"].append(evaluate_loss(model, loss_fn, train))
     times["curve"] = time.perf_counter() - t
     res = {
-        "name": name, "kind": "network", "in_target": not cfg.get("gpu", False), "dim": H.dim,
+        "name": name, "kind": "network", "dim": H.dim,
+        # a collapsed net (all weights ~0, chance accuracy) holds at every sparsity: vacuous
+        "in_target": not cfg.get("gpu", False) and thr["oneshot"].baseline >= 0.5,
         "eps": eps, "eps_source": "std of batch-64 training losses",
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "predicted": pred.sparsity, "predicted_exact": pred_exact,
@@ -575,10 +579,12 @@ FULL_CASES = [*QUAD_CASES, *[n for n, c in NET_CASES.items() if not c.get("gpu")
 def _summary(cases: list[dict]) -> dict:
     tgt = [c for c in cases if c["in_target"]]
     d = np.array([abs(c["predicted"] - c["measured_oneshot"]) * 100 for c in tgt])
-    dr = np.array([abs(c["predicted"] - c["measured_refit"]) * 100 for c in tgt if c["measured_refit"] is not None])
+    dr = np.array([abs(c["predicted"] - c["measured_refit_loss"]) * 100 for c in tgt
+                   if c.get("measured_refit_loss") is not None])
     cpu = [c for c in cases if not c["config"].get("gpu")]
     da = np.array([abs(c["predicted"] - c["measured_oneshot"]) * 100 for c in cpu])
-    dar = np.array([abs(c["predicted"] - c["measured_refit"]) * 100 for c in cpu if c["measured_refit"] is not None])
+    dar = np.array([abs(c["predicted"] - c["measured_refit_loss"]) * 100 for c in cpu
+                    if c.get("measured_refit_loss") is not None])
     return {"target_cases": [c["name"] for c in tgt],
             "all_cpu_cases": [c["name"] for c in cpu],
             "all_cpu_median_abs_diff_points": float(np.median(da)) if da.size else None,
@@ -607,13 +613,13 @@ def _fig_scatter(cases, path):
     for c in cases:
         mk = "s" if c["kind"] == "quadratic" else "o"
         ax.plot(c["predicted"], c["measured_oneshot"], mk, color="tab:blue", ms=6)
-        if c["measured_refit"] is not None:
-            ax.plot(c["predicted"], c["measured_refit"], mk, mfc="none", color="tab:red", ms=6)
+        if c.get("measured_refit_loss") is not None:
+            ax.plot(c["predicted"], c["measured_refit_loss"], mk, mfc="none", color="tab:red", ms=6)
         ax.annotate(c["name"], (c["predicted"], c["measured_oneshot"]), fontsize=6,
                     xytext=(3, -8), textcoords="offset points")
     ax.plot([], [], "o", color="tab:blue", label="one-shot (networks: test acc. ≥ dense)")
     ax.plot([], [], "s", color="tab:blue", label="one-shot (quadratics: exact)")
-    ax.plot([], [], "o", mfc="none", color="tab:red", label="re-fit on the magnitude support")
+    ax.plot([], [], "o", mfc="none", color="tab:red", label="re-fit on the magnitude support (L ≤ L*+ε)")
     ax.set_xlim(lo, 1)
     ax.set_ylim(lo, 1)
     ax.set_xlabel("predicted critical sparsity (SLQ)")
@@ -640,10 +646,12 @@ def _fig_curve(case, path):
                    label=f"predicted (exact eig.) {case['predicted_exact']:.3f}")
     ax.axvline(case["measured_oneshot"], color="k", ls="--", lw=1.3,
                label=f"measured one-shot {case['measured_oneshot']:.3f}")
-    if case.get("measured_refit") is not None:
-        ax.axvline(case["measured_refit"], color="tab:purple", ls="-.", lw=1.2,
-                   label=f"measured re-fit {case['measured_refit']:.3f}")
-    ax.plot(s, cv["accuracy"], ".-", ms=3, color="tab:blue", label="test accuracy (one-shot)")
+    if case.get("measured_refit_loss") is not None:
+        ax.axvline(case["measured_refit_loss"], color="tab:purple", ls="-.", lw=1.2,
+                   label=f"measured re-fit (L ≤ L*+ε) {case['measured_refit_loss']:.3f}")
+    pts = sorted(list(zip(s.tolist(), cv["accuracy"])) + [tuple(p) for p in case.get("threshold_points", [])])
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], ".-", ms=3, color="tab:blue",
+            label="test accuracy (one-shot)")
     ax.axhline(case["dense_metric"], color="gray", ls=":", lw=0.8)
     ax.set_xlabel("sparsity s")
     ax.set_ylabel("test accuracy")
@@ -653,7 +661,9 @@ def _fig_curve(case, path):
     ax2.axhline(case["train_loss"] + case["eps"], color="tab:orange", ls=":", lw=0.8)
     ax2.set_ylabel("train loss (log); dotted: L* + ε", color="tab:orange")
     ax.legend(fontsize="small", loc="lower left")
-    ax.set_title(f"{case['name']}: accuracy vs sparsity, D = {case['dim']}")
+    x0 = max(0.0, min(case["lower"], case["measured_oneshot"]) - 0.05)
+    ax.set_xlim(x0, 1.0)
+    ax.set_title(f"{case['name']}: accuracy vs sparsity, D = {case['dim']} (zoomed to s ≥ {x0:.2f})")
     ax.grid(True, alpha=0.3)
     save_figure_atomic(fig, path, bbox_inches="tight")
 
@@ -672,8 +682,9 @@ def _fig_l1(rows, path):
     ax.plot(x, [r["measured_oneshot"] for r in rows], "s--", color="k", label="one-shot (acc ≥ dense)")
     ax.plot(x, [r["measured_oneshot_tol1"] for r in rows], "^:", color="gray", label="one-shot (1 sample tol.)")
     ax.plot(x, [r["measured_loss"] for r in rows], "v:", color="tab:orange", label="one-shot (L ≤ L*+ε)")
-    if all(r["measured_refit"] is not None for r in rows):
-        ax.plot(x, [r["measured_refit"] for r in rows], "d-.", color="tab:purple", label="re-fit 100 steps")
+    if all(r.get("measured_refit_loss") is not None for r in rows):
+        ax.plot(x, [r["measured_refit_loss"] for r in rows], "d-.", color="tab:purple",
+                label="re-fit 100 steps (L ≤ L*+ε)")
     ax.set_xticks(x, [f"{r['l1']:g}" for r in rows])
     ax.set_xlabel("l1 strength λ₁ (digits MLP 64-64-32-10)")
     ax.set_ylabel("critical sparsity")
@@ -732,7 +743,7 @@ def render_markdown(res: dict) -> str:
       f"over): {', '.join('`' + n + '`' for n in summ['target_cases'])}.")
     A("")
     A("| case | D | l1 (epochs) | dense acc | ε | predicted SLQ [window] | exact eig | one-shot | "
-      "pred − one-shot | one-shot, 1-sample tol. | one-shot, L ≤ L*+ε | re-fit (acc) | re-fit (L ≤ L*+ε) | pred − re-fit |")
+      "pred − one-shot | one-shot, 1-sample tol. | one-shot, L ≤ L*+ε | re-fit (acc) | re-fit (L ≤ L*+ε) | pred − re-fit (L) |")
     A("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in cases:
         cfg = c["config"]
@@ -741,7 +752,7 @@ def render_markdown(res: dict) -> str:
           f"{_f(c['predicted'])} [{_f(c['lower'])}, {_f(c['upper'])}] | {_f(c['predicted_exact'])} | "
           f"{_f(c['measured_oneshot'])} | {_pts(c['predicted'], c['measured_oneshot'])} | "
           f"{_f(c['measured_oneshot_tol1'])} | {_f(c['measured_loss'])} | {_f(c['measured_refit'])} | "
-          f"{_f(c.get('measured_refit_loss'))} | {_pts(c['predicted'], c['measured_refit'])} |")
+          f"{_f(c.get('measured_refit_loss'))} | {_pts(c['predicted'], c.get('measured_refit_loss'))} |")
     A("")
     notes = [f"`{c['name']}`: exact eigenvalues {c['exact_note']}" for c in cases if c.get("exact_note")]
     if notes:
@@ -750,8 +761,14 @@ def render_markdown(res: dict) -> str:
     A(f"**Over the target set: median |predicted − measured one-shot| = "
       f"{_f(summ['median_abs_diff_points'], 2)} points, max = {_f(summ['max_abs_diff_points'], 2)} points** "
       f"(target: median ≤ 1, max ≤ 3 — **{'met' if summ['target_met'] else 'NOT met'}**). Against the "
-      f"re-fit threshold: median {_f(summ['median_abs_diff_refit_points'], 2)}, max "
+      f"re-fit threshold (loss criterion after the re-fit): median {_f(summ['median_abs_diff_refit_points'], 2)}, max "
       f"{_f(summ['max_abs_diff_refit_points'], 2)} points.")
+    if summ.get("all_cpu_median_abs_diff_points") is not None:
+        A("")
+        A(f"Over all CPU cases, including the controls outside the target set: median "
+          f"{_f(summ['all_cpu_median_abs_diff_points'], 2)}, max {_f(summ['all_cpu_max_abs_diff_points'], 2)} "
+          f"points against one-shot; median {_f(summ['all_cpu_median_abs_diff_refit_points'], 2)}, max "
+          f"{_f(summ['all_cpu_max_abs_diff_refit_points'], 2)} against re-fit.")
     A("")
     A("![predicted vs measured](figures/validation_scatter.png)")
     A("")
@@ -866,8 +883,9 @@ def _discussion(res: dict) -> str:
     cases = {c["name"]: c for c in res["cases"]}
     summ = res["summary"]
     lines = ["## Where theory and experiment part, and why", ""]
-    worst = sorted(res["cases"], key=lambda c: -abs(c["predicted"] - c["measured_oneshot"]))[:3]
-    lines.append("- **Largest disagreements**: " + "; ".join(
+    worst = sorted([c for c in res["cases"] if c["in_target"]],
+                   key=lambda c: -abs(c["predicted"] - c["measured_oneshot"]))[:3]
+    lines.append("- **Largest disagreements in the target set** (predicted − one-shot): " + "; ".join(
         f"`{c['name']}` {_pts(c['predicted'], c['measured_oneshot'])} points" for c in worst) + ".")
     q = [c for c in res["cases"] if c["kind"] == "quadratic"]
     if q:
@@ -876,28 +894,79 @@ def _discussion(res: dict) -> str:
                 f"`{c['name']}` predicted {c['predicted']:.3f} (exact eig. {c['predicted_exact']:.3f}), "
                 f"one-shot {c['measured_oneshot']:.3f}, re-fit {c['measured_refit']:.3f}" for c in q) + ". "
             "With l1-like weights (few large, many tiny) R(s) stays tiny until the large weights are "
-            "reached, so prediction, one-shot and re-fit all sit at the knee of the magnitude curve. "
-            "With dense Gaussian weights there is no knee: the prediction is a statement about the "
-            "*existence* of a sparse point in the sublevel set (it sits between the one-shot and the "
-            "re-fit thresholds, or beyond both), and the one-shot point itself leaves the set much earlier.")
+            "reached, so prediction, one-shot and re-fit all sit near the knee of the magnitude curve. "
+            "With dense Gaussian weights there is no knee and the one-shot point leaves S(ε) early, "
+            "but the prediction follows the exact re-fit (existence) threshold: |predicted − re-fit| = "
+            + ", ".join(f"{abs(c['predicted'] - c['measured_refit']) * 100:.1f}" for c in q
+                        if c["config"]["weights"] == "gauss")
+            + " points for the Gaussian quadratics (not in the target set: no l1-trained network has "
+            "such weights).")
+    ab = res.get("ablations")
+    weak = [r for r in (ab or {}).get("l1", []) if r["l1"] < 2e-3]
+    both = [c for c in res["cases"] if c.get("predicted_exact") is not None]
+    tol = [c for c in res["cases"] if c.get("measured_oneshot_tol1") is not None]
     lines += [
         "- **One-shot vs re-fit.** The theory (THEORY §4) speaks about the existence of an s-sparse "
         "point in S(ε), i.e. prune then re-fit on the kept support; the reference measurement uses the "
         "pruned point itself. In the strong-l1 regime the two coincide to a few points; without or "
         "with weak l1 the prediction tracks the re-fit threshold, not one-shot (l1 ablation above).",
         "- **Networks trained without/with weak l1** are outside the paper's regime: the weights are "
-        "dense, R(s) grows from the start, and the one-shot threshold falls 10–25 points below the "
-        "prediction. These are reported but are not in the target set.",
+        "dense, R(s) grows from the start, and the one-shot threshold falls below the prediction by "
+        + ", ".join(f"{(r['predicted'] - r['measured_oneshot']) * 100:.1f} (l1 = {r['l1']:g})" for r in weak)
+        + " points, while predicted − re-fit (loss criterion after 100 steps) is "
+        + ", ".join(f"{(r['predicted'] - r['measured_refit_loss']) * 100:+.1f}" for r in weak
+                    if r.get("measured_refit_loss") is not None)
+        + " points. These runs are reported (ablation) but are not in the target set.",
+        "- **The re-fit measured on test accuracy with zero tolerance is unreliable**: 100 SGD steps "
+        "without the l1 term move test accuracy by a sample or two even at low sparsity, so the "
+        "bisection can fail at its first points and report ~0 (see the re-fit (acc) column, e.g. "
+        + ", ".join(f"`{c['name']}` {c['measured_refit']:.3f}" for c in res["cases"]
+                    if c["kind"] == "network" and c["measured_refit"] is not None
+                    and c["measured_refit"] < c["measured_oneshot"] - 0.02)
+        + "). The re-fit comparison therefore uses the loss criterion L_train ≤ L* + ε after the "
+        "re-fit, which is what the existence statement is about (it is generous: the re-fit drops "
+        "the l1 term, so the training loss can go below L*).",
         "- **The zero-tolerance accuracy criterion is noisy**: on 500 test samples one flipped sample "
         "is 0.2 % accuracy, and accuracy along the pruning path is not monotone, so the threshold can "
-        "jump by many points (compare the one-shot and the 1-sample-tolerance columns). The loss "
+        "jump by many points (one-shot vs 1-sample tolerance differ by up to "
+        + (f"{max(abs(c['measured_oneshot_tol1'] - c['measured_oneshot']) for c in tol) * 100:.1f}" if tol else "—")
+        + " points in the table, more in the weak-l1 ablation). The loss "
         "criterion L ≤ L* + ε is the quantity the theory actually models and is smoother.",
         "- **The projected-width heuristic is biased** (docs/GEOMETRY.md): Φ·D underestimates the "
         "statistical dimension of the cone by 13–50 % for a point in generic position, which makes the "
-        "prediction conservative (too low) for existence; the measured one-shot threshold is itself "
-        "below the existence threshold, and in the strong-l1 regime the two biases roughly cancel.",
-        "- **SLQ vs exact eigenvalues** agree to within a few tenths of a point wherever both ran "
-        "(compare the two predicted columns): the spectral estimate is not where the error is.",
+        "prediction conservative (too low) for existence. On the quadratics, where existence on the "
+        "magnitude support is exact, predicted − re-fit = "
+        + ", ".join(f"{(c['predicted'] - c['measured_refit']) * 100:+.1f}" for c in res["cases"]
+                    if c["kind"] == "quadratic")
+        + " points: the sign is not consistently negative, so other approximations (the quadratic "
+        "ellipsoid seen from one pruned point, the generic-position assumption, the magnitude support "
+        "not being the best support — see the brute-force table) matter as much. The one-shot "
+        "point is below the existence threshold by construction; in the strong-l1 regime the gap is "
+        "small, which is why the prediction lands near one-shot there.",
+        "- **Ablations, in one line each** (base case above): the negative-eigenvalue policy moves "
+        "the prediction by ≤ "
+        + (f"{max(abs(r['slq'] - ab['negative']['rows'][0]['slq']) for r in ab['negative']['rows']) * 100:.1f}" if ab else "—")
+        + " points; the reference zero-mass estimate adds "
+        + (f"{(ab['zero_mass']['rows'][1]['slq'] - ab['zero_mass']['rows'][0]['slq']) * 100:+.1f}" if ab else "—")
+        + " points (and double-counts flat directions SLQ already sees); ε from batch 128 instead of 64 "
+        + (f"{(ab['eps']['rows'][1]['slq'] - ab['eps']['rows'][0]['slq']) * 100:+.1f}" if ab else "—")
+        + " points; reference emulation vs exact solve "
+        + (f"{(ab['reference']['reference_slq'] - ab['reference']['exact_solve_slq']) * 100:+.1f}" if ab else "—")
+        + " points (the 1000-ratio grid and rounding of R). Rescaling layers (same function) changes "
+        "the prediction by "
+        + (f"{(max(r['predicted'] for r in ab['scale']) - min(r['predicted'] for r in ab['scale'])) * 100:.1f}" if ab else "—")
+        + " points and the measured one-shot threshold by "
+        + (f"{(max(r['measured_oneshot'] for r in ab['scale']) - min(r['measured_oneshot'] for r in ab['scale'])) * 100:.1f}" if ab else "—")
+        + " points: R and Tr H move in opposite directions and mostly compensate, as the two-factor "
+        "form says, but the prediction is not exactly invariant while the function is. Random masks "
+        "fail almost at once ("
+        + (", ".join(f"{x:.3f}" for x in ab["random"]["random"]) if ab else "—")
+        + " vs magnitude "
+        + (f"{ab['random']['magnitude']:.3f}" if ab else "—")
+        + "): the magnitude ordering is what the theory's R(s) is about.",
+        "- **SLQ vs exact eigenvalues** agree to within "
+        + (f"{max(abs(c['predicted'] - c['predicted_exact']) for c in both) * 100:.2f}" if both else "—")
+        + " points wherever both ran: the spectral estimate is not where the error is.",
     ]
     if summ["target_met"]:
         lines.append(f"- **Target** (median ≤ 1, max ≤ 3 points over the target set): met "
@@ -914,9 +983,24 @@ def _discussion(res: dict) -> str:
               "CIFAR-10 read from local files under `--data-root` — and runs the same prediction "
               "(SLQ only: D is far beyond a dense Hessian) and measurements. Nothing here depends on its result.",
               ""]
-    if "mlp_l1_3e-3" in cases:
-        pass
+    del cases
     return "\n".join(lines)
+
+
+def _draw_figures(res: dict, out: Path) -> None:
+    results = res["cases"]
+    figdir = Path(out) / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    res["figures"] = []
+    _fig_scatter([r for r in results if r["in_target"]] or results, figdir / "validation_scatter.png")
+    res["figures"].append("figures/validation_scatter.png")
+    curve_case = next((r for r in results if r["name"] == res.get("curve_case")), None)
+    if curve_case:
+        _fig_curve(curve_case, figdir / "validation_curve.png")
+        res["figures"].append("figures/validation_curve.png")
+    if res.get("ablations"):
+        _fig_l1(res["ablations"]["l1"], figdir / "validation_l1.png")
+        res["figures"].append("figures/validation_l1.png")
 
 
 def run_study(out: str | Path = "docs", quick: bool = False, cases: list[str] | None = None, seed: int = 0,
@@ -973,17 +1057,7 @@ def run_study(out: str | Path = "docs", quick: bool = False, cases: list[str] | 
     nets = [r for r in results if r["kind"] == "network" and r.get("curve")]
     curve_case = next((r for r in nets if r["name"] == "mlp_l1_3e-3"), nets[0] if nets else None)
     res["curve_case"] = curve_case["name"] if curve_case else None
-    figdir = out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    res["figures"] = []
-    _fig_scatter([r for r in results if r["in_target"]] or results, figdir / "validation_scatter.png")
-    res["figures"].append("figures/validation_scatter.png")
-    if curve_case:
-        _fig_curve(curve_case, figdir / "validation_curve.png")
-        res["figures"].append("figures/validation_curve.png")
-    if res.get("ablations"):
-        _fig_l1(res["ablations"]["l1"], figdir / "validation_l1.png")
-        res["figures"].append("figures/validation_l1.png")
+    _draw_figures(res, out)
     res["seconds"] = time.perf_counter() - t0
     res["discussion"] = _discussion(res)
     atomic_write_json(out / "validation.json", res)
@@ -1005,7 +1079,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="local CIFAR-10 files for the gpu_* cases")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--rerender", action="store_true",
+                   help="only rewrite OUT/VALIDATION.md from OUT/validation.json (no runs)")
     a = p.parse_args(argv)
+    if a.rerender:
+        from ._io import read_json
+
+        res = read_json(Path(a.out) / "validation.json")
+        _draw_figures(res, Path(a.out))
+        res["discussion"] = _discussion(res)
+        atomic_write_json(Path(a.out) / "validation.json", res)
+        atomic_write_text(Path(a.out) / "VALIDATION.md", render_markdown(res))
+        return 0
     torch.set_num_threads(a.threads)
     cases = None if a.cases is None else [c.strip() for c in a.cases.split(",") if c.strip()]
     try:
