@@ -12,6 +12,7 @@ Timings are best-of-``--repeat``, the peers interleaved in one loop (A, B, A, B,
 machine: read the ratios, not the absolute times.
 
 Run: python bench/slq_vs_pyhessian.py [--threads 2] [--steps 40] [--probes 8] [--repeat 3]
+     [--variants backward/full,backward/partial,backward/none,func/full,...]
 Needs: pip install --no-deps pyhessian==0.1
 """
 
@@ -125,7 +126,7 @@ def main():
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default="backward/full,backward/none,func/full,func/none",
+    parser.add_argument("--variants", default="backward/full,backward/partial,backward/none",
                         help="our method/reorth variants to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,6 +167,28 @@ def main():
         r = results[k]
         top[k] = float(np.max(r[0])) if k == "pyhessian" else float(r.nodes.max())
         print(f"{k:24s} {t:8.2f} {t_py / t:17.2f} {top[k]:12.6f}")
+
+    # 2b. reorthogonalisation: Ritz values against "full", Gram-Schmidt passes of "partial"
+    full = results.get("ours backward/full")
+    if full is not None:
+        for k, r in results.items():
+            if k.startswith("ours") and k != "ours backward/full":
+                top_d = (r.nodes[:, -1] - full.nodes[:, -1]).abs().max() / full.nodes[:, -1].abs().max()
+                w_d = (r.weights[:, -1] - full.weights[:, -1]).abs().max() / full.weights[:, -1].abs().max()
+                f = lambda x: torch.exp(-x)  # noqa: E731
+                e_d = abs(r.expect(f).value - full.expect(f).value) / abs(full.expect(f).value)
+                print(f"{k} vs full: top Ritz value per probe {float(top_d):.1e} rel., its weight "
+                      f"{float(w_d):.1e} rel., expect(exp(-x)) {e_d:.1e} rel.")
+    if "partial" in args.variants:
+        from phasetrans import spectral as sp
+
+        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven, params="all", method="backward")
+        lz = sp._Lanczos(H, sp._rademacher(H.dim, args.probes, 0, H.device) / D**0.5, args.steps,
+                         "partial", sp._breakdown_tol(H))
+        with torch.no_grad():
+            lz.run(args.steps)
+        print(f"partial: Gram-Schmidt passes per probe {lz.passes.tolist()} in {args.steps} steps "
+              f"(full: {args.steps}); max ||Q^T Q - I|| {float(lz.orthogonality().max()):.1e}")
 
     # 3. top Ritz values vs a converged top eigenvalue, uneven and even batches
     print("\ntop Ritz value vs pt.top_eigenvalues (relative difference)")

@@ -21,6 +21,8 @@ from phasetrans.spectral import (
     Eigen,
     Estimate,
     SpectralDensity,
+    _breakdown_tol,
+    _Lanczos,
     _rademacher,
     slq,
     top_eigenvalues,
@@ -342,6 +344,118 @@ def test_scipy_linear_operator_input():
     assert top_eigenvalues(lo).values[0] == pytest.approx(1.0, rel=1e-12)
 
 
+# -- reorthogonalisation: full (DGKS), partial (Simon), none --------------------------------
+def wide_matrix(n=300, seed=0):
+    """A wide spectrum: a bulk in [-1, 1] and six outliers up to 100 (fast Ritz convergence, so
+    quick loss of orthogonality without reorthogonalisation)."""
+    lam = torch.cat([torch.linspace(-1.0, 1.0, n - 6, dtype=F64),
+                     torch.tensor([-30.0, -10.0, 5.0, 20.0, 50.0, 100.0], dtype=F64)])
+    return sym_matrix(lam, seed=seed)
+
+
+def lanczos(H, reorth, steps, probes, seed=0):
+    op = pt.operators.as_operator(H)
+    lz = _Lanczos(op, _rademacher(op.dim, probes, seed) / math.sqrt(op.dim), steps, reorth,
+                  _breakdown_tol(op))
+    lz.run(steps)
+    return lz
+
+
+def test_dgks_second_pass_only_where_needed():
+    n, K, j = 50, 3, 9
+    A = sym_matrix(torch.linspace(0.0, 1.0, n), seed=8)
+    lz = lanczos(A, "full", 10, K)
+    assert lz.passes.tolist() == [10] * K  # one pass per step: the Lanczos vector was orthogonal
+    assert float(lz.orthogonality().max()) <= 1e-13
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(n, K, dtype=F64, generator=gen)
+    # probe 1: almost in the span of its basis, one pass leaves ~1e-10 relative to its norm
+    w[:, 1] = lz.basis[1, : j + 1].T @ torch.randn(j + 1, dtype=F64, generator=gen) + 1e-10 * w[:, 1]
+    lz.passes.zero_()
+    out = lz._orthogonalise(w.clone(), j)
+    assert lz.passes.tolist() == [1, 2, 1]
+    for k in range(K):
+        cos = lz.basis[k, : j + 1] @ out[:, k] / out[:, k].norm()
+        assert float(cos.abs().max()) <= 1e-13, (k, cos)
+    lz.passes.zero_()
+    lz._orthogonalise(w.clone(), j, [0, 2])  # only the probes asked for
+    assert lz.passes.tolist() == [1, 0, 1]
+
+
+def test_partial_reorth_matches_full_on_a_wide_spectrum():
+    A = wide_matrix()
+    m, K = 60, 6
+    sd = {r: slq(A, num_steps=m, num_probes=K, seed=2, reorth=r) for r in ("full", "partial", "none")}
+    full, part = sd["full"], sd["partial"]
+    # extreme Ritz values (the converged outliers) and their weights: as with full reorth
+    for cols in (slice(-3, None), slice(0, 2)):
+        rel = ((part.nodes[:, cols] - full.nodes[:, cols]) / full.nodes[:, cols]).abs().max()
+        assert rel <= 1e-8, rel  # measured ~1e-14
+        relw = ((part.weights[:, cols] - full.weights[:, cols]) / full.weights[:, cols]).abs().max()
+        assert relw <= 1e-8, relw
+    for f in (torch.exp, lambda x: torch.exp(-x / 10), torch.sin, lambda x: x**2):
+        assert part.expect(f).value == pytest.approx(full.expect(f).value, rel=1e-6)
+    # without reorthogonalisation the outliers come back as spurious copies: the case is not easy
+    assert ((sd["none"].nodes[:, -3:] - full.nodes[:, -3:]) / full.nodes[:, -3:]).abs().max() > 1e-2
+    lz_full, lz_part = lanczos(A, "full", m, K, seed=2), lanczos(A, "partial", m, K, seed=2)
+    assert float(lz_full.orthogonality().max()) <= 1e-13
+    assert float(lz_part.orthogonality().max()) <= 1e-7  # semi-orthogonal: √ε ≈ 1.5e-8 per entry
+    # fewer Gram–Schmidt passes, but some, and not in the same steps for every probe
+    passes = lz_part.passes
+    assert bool((passes > 0).all()) and bool((passes < lz_full.passes).all()), passes
+    assert lanczos(A, "none", m, K).orthogonality().isnan().all()
+
+
+def test_partial_reorth_lockstep_one_product_per_step():
+    op = Counting(wide_matrix(120, seed=3))
+    sd = slq(op, num_steps=30, num_probes=4, reorth="partial")
+    assert op.calls == [4] * 30
+    assert sd.lengths.tolist() == [30] * 4
+
+
+def test_partial_reorth_breakdown_and_small_dim():
+    lam = torch.tensor([-3.0, -1.0, -0.5, 0.0, 0.1, 0.2, 0.7, 1.0, 2.0, 4.0, 5.5, 9.0], dtype=F64)
+    sd = slq(sym_matrix(lam, seed=4), num_steps=30, num_probes=4, reorth="partial")
+    assert sd.lengths.tolist() == [12] * 4
+    assert torch.allclose(sd.nodes[:, :12], lam.expand(4, 12), rtol=0, atol=1e-12)
+    lam = torch.tensor([-1.0] * 5 + [0.5] * 10 + [2.0] * 20 + [3.0] * 5, dtype=F64)
+    sd = slq(sym_matrix(lam, seed=5), num_steps=15, num_probes=3, reorth="partial")
+    assert sd.lengths.tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("interrupt_at", [11, 14])
+def test_partial_reorth_checkpoint_resume_bit_identical(tmp_path, interrupt_at):
+    # reorthogonalisations at steps 8-10, 12-14, ... (probe-dependent): a checkpoint after step
+    # 9 holds "reorthogonalise the next vector too" flags, one after step 12 does not
+    A = wide_matrix()
+    args = dict(num_steps=40, num_probes=3, seed=0, reorth="partial")
+    reference = slq(Counting(A), **args)
+    op = Counting(A)
+    inner = op._matmat
+
+    def flaky(V):
+        if len(op.calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return inner(V)
+
+    op._matmat = flaky
+    path = tmp_path / "partial.pt"
+    with pytest.raises(KeyboardInterrupt):
+        slq(op, checkpoint=path, checkpoint_every=3, **args)
+    saved = torch.load(path, weights_only=True)["state"]
+    assert saved["steps"] == 3 * (interrupt_at // 3)
+    assert {"omega", "omega_prev", "reorth_next", "basis"} <= set(saved)
+    assert bool(saved["reorth_next"].any()) == (interrupt_at == 11)
+    assert slq(Counting(A), checkpoint=path, checkpoint_every=3, **args) == reference
+    # a state without the ω estimates is refused
+    obj = torch.load(path, weights_only=True)
+    del obj["state"]["omega"]
+    obj["state"]["steps"] = 3
+    torch.save(obj, path)
+    with pytest.raises(ValueError, match="omega"):
+        slq(Counting(A), checkpoint=path, **args)
+
+
 # -- argument checks ------------------------------------------------------------------------
 A_SMALL = torch.eye(5, dtype=F64)
 
@@ -354,7 +468,7 @@ A_SMALL = torch.eye(5, dtype=F64)
         (lambda: slq(A_SMALL, num_probes=-1), ValueError, "num_probes"),
         (lambda: slq(A_SMALL, num_probes=True), TypeError, "num_probes"),
         (lambda: slq(A_SMALL, seed=-1), ValueError, "seed"),
-        (lambda: slq(A_SMALL, reorth="partial"), ValueError, "reorth"),
+        (lambda: slq(A_SMALL, reorth="selective"), ValueError, "reorth"),
         (lambda: slq("H"), TypeError, "H"),
         (lambda: slq(torch.ones(3, 4)), ValueError, "H"),
         (lambda: trace(A_SMALL, method="girard"), ValueError, "method"),
@@ -453,3 +567,22 @@ def test_traces_network(net):
         est = trace(dense, method, num_matvecs=300, seed=0)
         assert abs(est.value - exact) <= 0.05 * exact, (method, est, exact)
         assert abs(est.value - exact) <= 5 * est.stderr
+
+
+def test_partial_reorth_network(net):
+    _, _, H, _, evals = net
+    m, K = 60, 4
+    full = slq(H, num_steps=m, num_probes=K, seed=1)
+    part = slq(H, num_steps=m, num_probes=K, seed=1, reorth="partial")
+    for cols in (slice(-2, None), slice(0, 1)):
+        rel = ((part.nodes[:, cols] - full.nodes[:, cols]) / full.nodes[:, cols]).abs().max()
+        assert rel <= 1e-8, rel
+        relw = ((part.weights[:, cols] - full.weights[:, cols]) / full.weights[:, cols]).abs().max()
+        assert relw <= 1e-8, relw
+    assert float(part.nodes.max()) == pytest.approx(float(evals[-1]), rel=1e-8)
+    lam = float(evals.abs().max())
+    for f in (lambda x: torch.exp(-x / lam), lambda x: x**2, lambda x: torch.log1p(x.abs())):
+        assert part.expect(f).value == pytest.approx(full.expect(f).value, rel=1e-6)
+    lz = lanczos(H, "partial", m, K, seed=1)
+    assert float(lz.orthogonality().max()) <= 1e-7
+    assert int(lz.passes.max()) < m
