@@ -23,6 +23,8 @@ __all__ = [
     "all_reduce_sum",
     "shard_range",
     "shard",
+    "all_gather_list",
+    "broadcast_object",
 ]
 
 
@@ -82,3 +84,23 @@ def shard(tensors: Any, rank: int | None = None, world_size: int | None = None) 
     r = shard_range(n, rank, world_size)
     out = tuple(t[r.start : r.stop] for t in items)
     return out[0] if single else out
+
+
+def all_gather_list(values: list) -> list:
+    """Concatenate a per-rank Python list over all ranks, in rank order (the list itself when
+    not distributed). For small metadata such as per-batch losses."""
+    values = list(values)
+    if not is_distributed():
+        return values
+    gathered: list = [None] * get_world_size()
+    torch.distributed.all_gather_object(gathered, values)
+    return [v for part in gathered for v in part]
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself when not distributed)."""
+    if not is_distributed():
+        return obj
+    box = [obj if get_rank() == src else None]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]

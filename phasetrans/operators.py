@@ -388,8 +388,8 @@ class HessianOperator(Operator):
 
     # -- whole-data quantities ------------------------------------------------------------
     def loss_and_gradient(self) -> tuple[float, torch.Tensor, list[float], list[int]]:
-        """Dataset-mean loss, its gradient (w.r.t. the selected parameters), and per-batch losses
-        and sizes (local to this rank when distributed)."""
+        """Dataset-mean loss, its gradient (w.r.t. the selected parameters), and the per-batch
+        losses and sizes (when distributed: every rank's batches, in rank order, on every rank)."""
         w = self.parameters_vector()
         fixed = self._fixed_state()
         acc_dtype = torch.float64
@@ -418,6 +418,9 @@ class HessianOperator(Operator):
             packed = torch.cat([gsum, lsum, torch.tensor([float(count)], dtype=acc_dtype, device=self.device)])
             dist.all_reduce(packed)
             gsum, lsum, count = packed[: self.dim], packed[self.dim : self.dim + 1], int(round(packed[-1].item()))
+            from .distributed import all_gather_list
+
+            losses, sizes = all_gather_list(losses), all_gather_list(sizes)
         self.num_samples = count
         return float(lsum.item() / count), (gsum / count).to(self.dtype), losses, sizes
 

@@ -37,6 +37,7 @@ from torch import nn
 from ._batches import as_batches
 from ._checks import check_float, check_int, check_model, check_seed, preserve_model
 from ._io import atomic_write_text
+from .distributed import is_main_process
 
 __all__ = ["Report", "validate", "layer_kept_fractions", "pruning_curve"]
 
@@ -503,11 +504,13 @@ def validate(
         layers=layers, refit_threshold=refit_threshold, loss_threshold=loss_threshold,
         training=history, config=config, model=work if work is not model else None,
     )
-    if out is not None:
+    # data-parallel runs compute the same report on every rank; only rank 0 writes files
+    write = out is not None and is_main_process()
+    if write:
         t = time.perf_counter()
         report.plot(out)
         timings["plots"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
-    if out is not None:
+    if write:
         report.to_json(Path(out) / "report.json")
     return report

@@ -35,6 +35,7 @@ import torch
 
 from ._checks import check_choice, check_float, check_int, check_seed
 from ._io import atomic_torch_save, check_path, safe_torch_load
+from .distributed import broadcast_object, is_main_process
 from .operators import Operator, as_operator
 
 __all__ = ["Estimate", "Eigen", "SpectralDensity", "slq", "trace", "top_eigenvalues"]
@@ -670,17 +671,32 @@ def slq(
                 "num_probes": num_probes, "seed": seed, "reorth": reorth,
                 "tol": float(lanczos.tol), "operator": _operator_fingerprint(op),
             }
-            state = _load_slq_checkpoint(path, meta)
+            # data-parallel: every rank runs the same recurrence; rank 0 reads the checkpoint and
+            # shares it (errors too, so no rank waits forever), and only rank 0 writes it
+            state, error = None, None
+            if is_main_process():
+                try:
+                    state = _load_slq_checkpoint(path, meta)
+                except (OSError, ValueError, TypeError) as exc:
+                    error = exc
+            state, error = broadcast_object((state, error))
+            if error is not None:
+                raise error
             if state is not None:
                 lanczos.load(state)
+
+            def save() -> None:
+                if is_main_process():
+                    atomic_torch_save(path, {"kind": _SLQ_KIND, "meta": meta, "state": lanczos.state()})
+
             saved_at = lanczos.steps if state is not None else -1
             while not lanczos.done:
                 lanczos.step()
                 if lanczos.steps % checkpoint_every == 0 or lanczos.done:
-                    atomic_torch_save(path, {"kind": _SLQ_KIND, "meta": meta, "state": lanczos.state()})
+                    save()
                     saved_at = lanczos.steps
             if saved_at != lanczos.steps:
-                atomic_torch_save(path, {"kind": _SLQ_KIND, "meta": meta, "state": lanczos.state()})
+                save()
     nodes = torch.zeros(num_probes, num_steps, dtype=_F64)
     weights = torch.zeros(num_probes, num_steps, dtype=_F64)
     for k in range(num_probes):

@@ -26,6 +26,7 @@ from torch import nn
 
 from ._checks import check_float, check_fraction, check_int, check_model, preserve_model
 from ._io import _fsync_dir, check_path
+from .distributed import broadcast_object, is_main_process
 from .pruning import pruned
 from .training import evaluate_loss, finetune_masked
 
@@ -339,12 +340,25 @@ def sweep(
     f = None
     if path is not None:
         path = os.fspath(check_path(path, "path"))
-        if os.path.exists(path):
-            done = _read_sweep(path, header)
-        f = open(path, "a", encoding="utf-8")
-        if f.tell() == 0:
-            _append(f, {"kind": _HEADER_KIND, "header": header})
-            _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        # data-parallel: rank 0 reads and writes the file, every rank evaluates (the evaluation
+        # is collective), so every rank resumes from rank 0's records
+        error = None
+        if is_main_process():
+            try:
+                if os.path.exists(path):
+                    done = _read_sweep(path, header)
+                f = open(path, "a", encoding="utf-8")
+                if f.tell() == 0:
+                    _append(f, {"kind": _HEADER_KIND, "header": header})
+                    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+            except (OSError, ValueError) as exc:
+                error = exc
+        error = broadcast_object(error)
+        if error is not None:
+            if f is not None:
+                f.close()
+            raise error
+        done = broadcast_object(done)
     try:
         with preserve_model(model):
             for i in tqdm(range(len(grid)), desc="sweep", disable=not progress, leave=False):

@@ -30,6 +30,7 @@ from ._checks import (
     preserve_model,
 )
 from ._io import atomic_torch_save, check_path, safe_torch_load
+from .distributed import is_main_process
 from .params import select_parameters
 
 __all__ = [
@@ -288,7 +289,7 @@ def train_l1(
                 if eval_fn is not None:
                     with preserve_model(model):
                         history.eval.append(eval_fn(model))
-                if path is not None:
+                if path is not None and is_main_process():  # data-parallel: rank 0 writes
                     if not _is_plain(history.eval):
                         raise TypeError(
                             "eval_fn must return plain values (numbers, strings, tensors, "
@@ -392,6 +393,16 @@ def finetune_masked(
     return model
 
 
+def _sum_over_ranks(a: float, b: float, device: torch.device) -> tuple[float, float]:
+    """``(a, b)`` summed over ``torch.distributed`` ranks (unchanged when not distributed)."""
+    from .distributed import all_reduce_sum, is_distributed
+
+    if not is_distributed():
+        return a, b
+    summed = all_reduce_sum([float(a), float(b)], device=device).cpu()
+    return float(summed[0]), float(summed[1])
+
+
 def evaluate_accuracy(model: nn.Module, data: Any) -> float:
     """Fraction of correct predictions over the dataset: ``argmax`` of the outputs over the last
     dim against integer targets (or against ``argmax`` of one-hot/probability targets of the
@@ -423,6 +434,9 @@ def evaluate_accuracy(model: nn.Module, data: Any) -> float:
                 )
             correct += int((pred == targets).sum().item())
             total += pred.numel()
+    # data-parallel: each rank evaluates its shard; the counts are summed over ranks (a rank
+    # that passes the whole set counts it world_size times, which leaves the ratio unchanged)
+    correct, total = _sum_over_ranks(correct, total, device)
     return correct / total
 
 
@@ -450,4 +464,5 @@ def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any) -> float:
                 )
             total += float(loss) * n
             count += n
+    total, count = _sum_over_ranks(total, count, device)
     return total / count

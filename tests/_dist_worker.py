@@ -48,6 +48,17 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, task: str) -> No
             result["trace"] = (est.value, est.stderr)
             top = pt.top_eigenvalues(H, k=2, seed=1)
             result["top"] = top.values
+            data = batches(Xs, ys)
+            result["accuracy"] = pt.evaluate_accuracy(model, data)
+            result["loss_eval"] = pt.evaluate_loss(model, nn.CrossEntropyLoss(), data)
+            pred = pt.predict_sparsity(model, nn.CrossEntropyLoss(), data, num_steps=10, num_probes=3,
+                                       trace_method=None, bootstrap=20)
+            result["eps"], result["predicted"] = pred.eps, pred.sparsity
+            found = pt.find_threshold(model, lambda m: pt.evaluate_accuracy(m, data), resolution=0.01)
+            result["threshold"] = (found.sparsity, found.points)
+            sweep_path = os.path.join(out_dir, "sweep.jsonl")
+            result["sweep"] = pt.sweep(model, lambda m: pt.evaluate_loss(m, nn.CrossEntropyLoss(), data),
+                                       [0.0, 0.5, 0.9], path=sweep_path, progress=False)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()

@@ -26,10 +26,22 @@ def rel(a, b):
 
 
 @pytest.fixture(scope="module")
-def two_rank_results(tmp_path_factory):
+def two_rank_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     mp.start_processes(worker, args=(2, free_port(), str(out), "all"), nprocs=2, join=True, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(two_rank_run):
+    return two_rank_run[1]
+
+
+@pytest.mark.slow
+def test_only_rank_zero_writes_the_sweep_file(two_rank_run):
+    out, results = two_rank_run
+    lines = (out / "sweep.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 3  # one header and one record per point: rank 1 wrote nothing
 
 
 @pytest.mark.slow
@@ -57,6 +69,31 @@ def test_two_ranks_match_single_process(two_rank_results):
         assert torch.allclose(r["weights"], density.weights, rtol=1e-9, atol=1e-12)
         assert abs(r["trace"][0] - est.value) <= 1e-9 * abs(est.value)
         assert torch.allclose(torch.as_tensor(r["top"]), torch.as_tensor(top.values), rtol=1e-9)
+    # evaluation, eps, prediction, threshold and sweep are data-parallel: equal to one process
+    # that sees every rank's batches (same batch partition, rank order)
+    from phasetrans.distributed import shard as shard_of
+
+    all_batches = []
+    for rank in range(2):
+        Xs, ys = shard_of((X, y), rank, 2)
+        all_batches += batches(Xs, ys)
+    loss_fn = nn.CrossEntropyLoss()
+    acc = pt.evaluate_accuracy(model, all_batches)
+    loss_eval = pt.evaluate_loss(model, loss_fn, all_batches)
+    pred = pt.predict_sparsity(model, loss_fn, all_batches, num_steps=10, num_probes=3,
+                               trace_method=None, bootstrap=20)
+    found = pt.find_threshold(model, lambda m: pt.evaluate_accuracy(m, all_batches), resolution=0.01)
+    sweep_ref = pt.sweep(model, lambda m: pt.evaluate_loss(m, loss_fn, all_batches), [0.0, 0.5, 0.9],
+                         progress=False)
+    for r in results:
+        assert abs(r["accuracy"] - acc) < 1e-15
+        assert abs(r["loss_eval"] - loss_eval) <= 1e-12 * loss_eval
+        assert abs(r["eps"] - pred.eps) <= 1e-12 * pred.eps
+        assert abs(r["predicted"] - pred.sparsity) <= 1e-9
+        assert r["threshold"][0] == found.sparsity
+        assert [p[0] for p in r["threshold"][1]] == [p[0] for p in found.points]
+        assert [a for a, _ in r["sweep"]] == [a for a, _ in sweep_ref]
+        assert all(abs(m - mr) <= 1e-12 * abs(mr) for (_, m), (_, mr) in zip(r["sweep"], sweep_ref))
     for key in ("nodes", "weights", "top"):
         assert torch.equal(torch.as_tensor(results[0][key]), torch.as_tensor(results[1][key]))
     assert results[0]["trace"] == results[1]["trace"]
