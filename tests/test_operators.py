@@ -97,7 +97,7 @@ CASES = [
 
 @pytest.mark.parametrize("name,make,kind", CASES)
 @pytest.mark.parametrize("params", [None, "all"])
-@pytest.mark.parametrize("method", ["func", "backward"])
+@pytest.mark.parametrize("method", ["func", "backward", "auto"])
 def test_hvp_matches_dense_hessian(name, make, kind, params, method):
     model = make()
     model.train()  # the operator must evaluate in eval mode regardless
@@ -181,7 +181,7 @@ def test_batchnorm_train_mode_uses_batch_statistics_and_keeps_buffers():
     data = uneven_batches(X, y)
     before = model_fingerprint(model)
     H = pt.HessianOperator(model, loss_fn, data, batchnorm="train")
-    assert H.method == "backward"
+    assert H.method == "backward"  # auto resolves to double backward with batch statistics
     # reference: per-batch Hessians with batch statistics, weighted by batch size
     names = H.param_names
     named = dict(model.named_parameters())
