@@ -17,12 +17,14 @@ import contextlib
 import io
 import json
 import math
+import numbers
 import os
 import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -90,26 +92,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _finite_json(x: Any) -> Any:
-    """Plain JSON types; non-finite floats become ``None`` (strict JSON has no NaN/inf)."""
+def to_jsonable(x: Any, strict: bool = False) -> Any:
+    """Plain JSON types for reports and result files: dicts (string keys), lists, numbers, strings,
+    ``None``; tensors and arrays become lists, non-finite floats ``None`` (strict JSON has no
+    NaN/inf), objects with ``to_dict()`` their dict, anything else its ``repr`` — or, with
+    ``strict=True``, a ``TypeError``."""
     if isinstance(x, dict):
-        return {str(k): _finite_json(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v, strict) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite_json(v) for v in x]
+        return [to_jsonable(v, strict) for v in x]
     if isinstance(x, torch.Tensor):
-        return _finite_json(x.tolist())
-    if hasattr(x, "tolist") and callable(x.tolist):  # numpy arrays and scalars
-        return _finite_json(x.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+        return to_jsonable(x.detach().cpu().tolist(), strict)
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist(), strict)
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    if isinstance(x, numbers.Real):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, str):
+        return x
+    if hasattr(x, "to_dict"):
+        return to_jsonable(x.to_dict(), strict)
+    if strict:
+        raise TypeError(f"{type(x).__name__} is not JSON-serialisable")
+    return repr(x)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """Write ``obj`` as strict JSON (NaN/inf as ``null``), atomically; ``TypeError`` if ``obj``
     holds something JSON cannot represent."""
     try:
-        text = json.dumps(_finite_json(obj), indent=indent, allow_nan=False)
+        text = json.dumps(to_jsonable(obj, strict=True), indent=indent, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"obj must be JSON-serialisable: {exc}") from None
     return atomic_write_text(path, text + "\n")

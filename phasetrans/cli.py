@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -113,17 +112,12 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--checkpoint: file not found: {p}")
-    try:
-        obj = torch.load(p, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"--checkpoint: refused to load {p}: it is not a plain weights file (it would need "
-            f"to import or run code to unpickle; only tensors and containers are allowed with "
-            f"weights_only=True). Detail: {first}"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise UsageError(f"--checkpoint: could not read {p}: {exc}") from None
+    from ._io import safe_torch_load
+
+    try:  # weights_only=True: a pickle that would import or run code is refused
+        obj = safe_torch_load(p, "--checkpoint")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -131,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UsageError(f"--checkpoint: {p} does not hold a state dict (name -> tensor)")
-    return obj
+    return {k: v.to(device) for k, v in obj.items()}
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,10 +228,10 @@ def _out_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _emit(args: argparse.Namespace, payload: dict, text: str) -> None:
-    from .pipeline import _jsonable
+    from ._io import to_jsonable
 
     if args.json:
-        print(json.dumps(_jsonable(payload), indent=2))
+        print(json.dumps(to_jsonable(payload), indent=2))
     else:
         print(text)
 

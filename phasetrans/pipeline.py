@@ -22,7 +22,6 @@ import contextlib
 import copy
 import inspect
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -31,38 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ._batches import as_batches
 from ._checks import check_float, check_int, check_model, check_seed, preserve_model
-from ._io import atomic_write_text
+from ._io import atomic_write_text, to_jsonable
 from .distributed import is_main_process
 
 __all__ = ["Report", "validate", "layer_kept_fractions", "pruning_curve"]
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.detach().cpu().tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if x is None or isinstance(x, str):
-        return x
-    if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
-    return repr(x)
 
 
 # ------------------------------------------------------------------------------------------
@@ -207,7 +182,7 @@ class Report:
             "config": self.config,
             "figures": [str(p) for p in self.figures],
         }
-        return _jsonable(out)
+        return to_jsonable(out)
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int | None = 2) -> str:
         """The report as JSON text; with ``path``, also written there atomically (temp file +

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int, check_model, check_seed, preserve_model
+from ._io import to_jsonable
 from .geometry import kinematic_window, projected_width_sq
 from .params import select_parameters
 from .pruning import pruned_count
@@ -412,28 +413,7 @@ class Curve:
 
 
 def _floats(a: Any) -> list:
-    return [_jsonable(float(x)) for x in np.asarray(a, dtype=np.float64).reshape(-1)]
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.detach().cpu().tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, numbers.Integral):
-        return int(x)
-    if isinstance(x, numbers.Real):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if x is None or isinstance(x, str):
-        return x
-    return repr(x)
+    return [to_jsonable(float(x)) for x in np.asarray(a, dtype=np.float64).reshape(-1)]
 
 
 @dataclass
@@ -511,7 +491,7 @@ class Prediction:
             "uncertainty": self.uncertainty, "timings": self.timings,
             "curve": self.curve.to_dict(), "spectrum": spec, "details": self.details,
         }
-        return _jsonable(out)
+        return to_jsonable(out)
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -992,7 +972,7 @@ def predict_sparsity(
             t = time.perf_counter()
             est = trace_fn(H, method=trace_method, num_matvecs=trace_matvecs, seed=seed)
             trace_value = float(est.value)
-            details.update(trace_stderr=_jsonable(getattr(est, "stderr", None)),
+            details.update(trace_stderr=to_jsonable(getattr(est, "stderr", None)),
                            trace_method=trace_method)
             times["trace"] = time.perf_counter() - t
 
