@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -154,6 +154,22 @@ def fingerprints_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
         if not all(_bitwise_equal(a[key][n], b[key][n]) for n in a[key]):
             return False
     return True
+
+
+def snapshot_grads_and_modes(model: nn.Module) -> Callable[[], None]:
+    """For calls that train in place: record every parameter's ``.grad`` and every submodule's
+    train/eval mode, and return a function that puts them back (the trained values stay)."""
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    modes = {n: m.training for n, m in model.named_modules()}
+
+    def restore() -> None:
+        for p, g in grads:
+            p.grad = g
+        for n, m in model.named_modules():
+            if n in modes:
+                m.training = modes[n]
+
+    return restore
 
 
 @contextlib.contextmanager

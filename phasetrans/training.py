@@ -28,6 +28,7 @@ from ._checks import (
     check_seed,
     model_device_dtype,
     preserve_model,
+    snapshot_grads_and_modes,
 )
 from ._io import atomic_torch_save, check_path, safe_torch_load
 from .distributed import is_main_process
@@ -230,8 +231,7 @@ def train_l1(
             eval_fn=eval_fn is not None, initial_state=_state_hash(model),
         )
         resume = _load_train_checkpoint(path, meta)
-    saved_grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
-    saved_modes = {n: m.training for n, m in model.named_modules()}
+    restore_grads_and_modes = snapshot_grads_and_modes(model)
     start = 0
     if resume is not None:
         try:
@@ -307,11 +307,7 @@ def train_l1(
                 bar.set_postfix(loss=f"{loss_sum / count:.4g}", penalty=f"{penalty_sum / count:.3g}")
             bar.close()
     finally:
-        for p, g in saved_grads:
-            p.grad = g
-        for n, m in model.named_modules():
-            if n in saved_modes:
-                m.training = saved_modes[n]
+        restore_grads_and_modes()
     return history
 
 
@@ -346,8 +342,7 @@ def finetune_masked(
     if not trainable:
         raise ValueError("model has no parameters with requires_grad=True to re-fit")
     held = [(p, ~m.to(p.device)) for p, m in checked.values()]
-    saved_grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
-    saved_modes = {n: m.training for n, m in model.named_modules()}
+    restore_grads_and_modes = snapshot_grads_and_modes(model)
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum)
     try:
         with torch.random.fork_rng(devices=_rng_devices(device)):
@@ -385,11 +380,7 @@ def finetune_masked(
                     if done >= steps:
                         break
     finally:
-        for p, g in saved_grads:
-            p.grad = g
-        for n, m in model.named_modules():
-            if n in saved_modes:
-                m.training = saved_modes[n]
+        restore_grads_and_modes()
     return model
 
 
