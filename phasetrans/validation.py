@@ -259,7 +259,8 @@ def run_quadratic_case(name: str, dim: int = 400, seed: int = 0, eps_fraction: f
 NET_CASES: dict[str, dict] = {
     "mlp_l1_2e-3": dict(model="mlp", hidden=(64, 32), l1=2e-3, epochs=100),
     "mlp_l1_3e-3": dict(model="mlp", hidden=(64, 32), l1=3e-3, epochs=100),
-    "mlp_l1_1e-2": dict(model="mlp", hidden=(64, 32), l1=1e-2, epochs=100),
+    # l1 = 1e-2 under-fits this MLP (dense test accuracy 0.736): 5e-3 is the strongest that trains
+    "mlp_l1_5e-3": dict(model="mlp", hidden=(64, 32), l1=5e-3, epochs=100),
     "mlpwide_l1_2e-3": dict(model="mlp", hidden=(128, 64), l1=2e-3, epochs=100),
     "mlpwide_l1_3e-3": dict(model="mlp", hidden=(128, 64), l1=3e-3, epochs=100),
     # l1 = 1e-2 (wide MLP) and 3e-3 (LeNet) collapse these nets to all-zero weights (dense accuracy
@@ -572,7 +573,7 @@ def quadratic_bruteforce_study(num: int = 20, dim: int = 10, seed: int = 0) -> d
 # ==========================================================================================
 # the study, the document, the figures
 # ==========================================================================================
-QUICK_CASES = ["quad_l1like_powerlaw", "mlp_l1_1e-2"]
+QUICK_CASES = ["quad_l1like_powerlaw", "mlp_l1_5e-3"]
 FULL_CASES = [*QUAD_CASES, *[n for n, c in NET_CASES.items() if not c.get("gpu")]]
 
 
