@@ -23,6 +23,8 @@ __all__ = [
     "check_int",
     "check_float",
     "check_fraction",
+    "check_bool",
+    "check_callable",
     "check_choice",
     "check_seed",
     "preserve_model",
@@ -83,6 +85,20 @@ def check_float(
 def check_fraction(value: Any, name: str) -> float:
     """A finite number in ``[0, 1]`` (a sparsity or a kept fraction)."""
     return check_float(value, name, minimum=0.0, maximum=1.0)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``True`` or ``False`` (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def check_callable(value: Any, name: str) -> Callable:
+    """A callable (a function, a module, an object with ``__call__``)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

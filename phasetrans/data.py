@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import check_choice, check_float, check_int, check_seed
+from ._checks import check_bool, check_choice, check_float, check_int, check_seed
 
 __all__ = [
     "DATASET_NAMES",
@@ -90,13 +90,6 @@ def _check_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
     return dtype
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
-    return value
-
 
 def _check_optional_count(value: Any, name: str) -> int | None:
     return None if value is None else check_int(value, name, minimum=1)
@@ -163,8 +156,8 @@ def digits_tensors(
     is then centred and scaled by the training mean and standard deviation (+1e-6).
     ``flatten=False`` gives ``(N, 1, 8, 8)`` images instead of ``(N, 64)``.
     """
-    _check_bool(standardize, "standardize")
-    _check_bool(flatten, "flatten")
+    check_bool(standardize, "standardize")
+    check_bool(flatten, "flatten")
     dtype = _check_dtype(dtype)
     from sklearn.datasets import load_digits
 
@@ -386,8 +379,8 @@ def mnist_tensors(
     """
     variant = check_choice(variant, "variant", ("mnist", "fashion_mnist"))
     root = _check_root(root)
-    _check_bool(normalize, "normalize")
-    _check_bool(flatten, "flatten")
+    check_bool(normalize, "normalize")
+    check_bool(flatten, "flatten")
     dtype = _check_dtype(dtype)
     folder = "MNIST" if variant == "mnist" else "FashionMNIST"
     subdirs = ("raw", f"{folder}/raw", folder)
@@ -577,7 +570,7 @@ def cifar_tensors(
     """
     variant = check_choice(variant, "variant", tuple(_CIFAR_LAYOUT))
     root = _check_root(root)
-    _check_bool(normalize, "normalize")
+    check_bool(normalize, "normalize")
     dtype = _check_dtype(dtype)
     label_mode = check_choice(label_mode, "label_mode", ("fine", "coarse"))
     num_train = _check_optional_count(num_train, "num_train")

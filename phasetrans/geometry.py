@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
-from ._checks import check_float, check_int, check_seed
+from ._checks import check_callable, check_float, check_int, check_seed
 
 __all__ = [
     "MCEstimate",
@@ -534,13 +534,6 @@ def ellipsoid_cone_projector(radii: Any, point: Any) -> Callable[[np.ndarray], n
 # Monte Carlo
 # ---------------------------------------------------------------------------------------------
 
-
-def _check_callable(f: Any, name: str) -> Callable:
-    if not callable(f):
-        raise TypeError(f"{name} must be callable, got {type(f).__name__}")
-    return f
-
-
 def _mc(
     values_of: Callable[[np.ndarray], np.ndarray], dim: int, num_samples: int, seed: int, chunk: int
 ) -> MCEstimate:
@@ -578,7 +571,7 @@ def statistical_dimension_mc(
     ``(n, dim)`` array to the row-wise projections (all projectors in this module accept both).
     Returns an :class:`MCEstimate` (mean and standard error over ``num_samples`` draws, seeded).
     """
-    _check_callable(project, "project")
+    check_callable(project, "project")
     dim = check_int(dim, "dim", minimum=1)
     num_samples = check_int(num_samples, "num_samples", minimum=2)
     seed = check_seed(seed)
@@ -604,7 +597,7 @@ def gaussian_width_mc(
     array to ``n`` numbers. Translating ``T`` does not change ``w(T)`` but changes the variance:
     centre ``T`` (e.g. at ``w*``) before sampling. Returns an :class:`MCEstimate`.
     """
-    _check_callable(support, "support")
+    check_callable(support, "support")
     dim = check_int(dim, "dim", minimum=1)
     num_samples = check_int(num_samples, "num_samples", minimum=2)
     seed = check_seed(seed)

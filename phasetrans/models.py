@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice, check_int
+from ._checks import check_bool, check_choice, check_int
 
 __all__ = [
     "ACTIVATIONS",
@@ -58,13 +58,6 @@ FC5_SIZES: tuple[int, ...] = (3072, 1000, 600, 300, 100, 10)
 #: ``model.py``, class ``FC12``): 12 Linear layers, widths decreasing from 1000 to 100.
 FC12_SIZES: tuple[int, ...] = (3072, 1000, 900, 800, 750, 700, 650, 600, 500, 400, 200, 100, 10)
 
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
-    return value
-
-
 def _check_sizes(sizes: Any, name: str, min_len: int) -> tuple[int, ...]:
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise TypeError(f"{name} must be a sequence of positive ints, got {type(sizes).__name__}")
@@ -83,7 +76,7 @@ class MLP(nn.Sequential):
     def __init__(self, sizes: Sequence[int], activation: str = "relu", bias: bool = True) -> None:
         sizes = _check_sizes(sizes, "sizes", 2)
         activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
-        _check_bool(bias, "bias")
+        check_bool(bias, "bias")
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(len(sizes) - 1):
             layers.append(nn.Linear(sizes[i], sizes[i + 1], bias=bias))
@@ -170,7 +163,7 @@ class VGGSmall(nn.Module):
         super().__init__()
         num_classes = check_int(num_classes, "num_classes", minimum=1)
         in_channels = check_int(in_channels, "in_channels", minimum=1)
-        _check_bool(batchnorm, "batchnorm")
+        check_bool(batchnorm, "batchnorm")
         width = check_int(width, "width", minimum=1)
         layers: list[nn.Module] = []
         c = in_channels

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, jvp, vmap
 
 from ._batches import as_batches, batch_size, move_batch
-from ._checks import check_choice, check_int, check_model, model_device_dtype
+from ._checks import check_callable, check_choice, check_int, check_model, model_device_dtype
 from .params import select_parameters
 
 __all__ = ["Operator", "DenseOperator", "HessianOperator", "as_operator"]
@@ -201,8 +201,7 @@ class HessianOperator(Operator):
         chunk_size: int | None = None,
     ):
         self.model = check_model(model)
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        check_callable(loss_fn, "loss_fn")
         self.loss_fn = loss_fn
         self.data = as_batches(data)
         self.batchnorm = check_choice(batchnorm, "batchnorm", ("eval", "train"))

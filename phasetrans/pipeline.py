@@ -33,7 +33,15 @@ import numpy as np
 from torch import nn
 
 from ._batches import as_batches
-from ._checks import check_float, check_int, check_model, check_seed, preserve_model
+from ._checks import (
+    check_bool,
+    check_callable,
+    check_float,
+    check_int,
+    check_model,
+    check_seed,
+    preserve_model,
+)
 from ._io import atomic_write_text, to_jsonable
 from .distributed import is_main_process
 
@@ -256,12 +264,6 @@ class Report:
 # ------------------------------------------------------------------------------------------
 # validate
 # ------------------------------------------------------------------------------------------
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
-    return value
-
-
 def _check_kwargs(value: Any, name: str, target: Callable) -> dict:
     """A dict of keyword arguments for ``target``; unknown keys are refused up front (before
     any training), naming ``name``."""
@@ -353,8 +355,7 @@ def validate(
 
     t_start = time.perf_counter()
     check_model(model)
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    check_callable(loss_fn, "loss_fn")
     train_batches = as_batches(train_data, "train_data")
     test_batches = as_batches(test_data, "test_data")
     hessian_batches = train_batches if hessian_data is None else as_batches(hessian_data, "hessian_data")
@@ -372,10 +373,10 @@ def validate(
     if refit is not None:
         refit = check_int(refit, "refit", minimum=1)
     tolerance = check_float(tolerance, "tolerance", minimum=0.0)
-    _check_bool(inplace, "inplace")
-    _check_bool(loss_criterion, "loss_criterion")
-    _check_bool(strict, "strict")
-    _check_bool(progress, "progress")
+    check_bool(inplace, "inplace")
+    check_bool(loss_criterion, "loss_criterion")
+    check_bool(strict, "strict")
+    check_bool(progress, "progress")
     curve_points = check_int(curve_points, "curve_points", minimum=0)
     if curve_points == 1:
         raise ValueError("curve_points must be 0 or at least 2 (it includes both ends 0 and 1)")

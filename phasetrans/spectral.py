@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ._checks import check_choice, check_float, check_int, check_seed
+from ._checks import check_callable, check_choice, check_float, check_int, check_seed
 from ._io import atomic_torch_save, check_path, safe_torch_load
 from .distributed import broadcast_object, is_main_process
 from .operators import Operator, as_operator
@@ -442,8 +442,7 @@ class SpectralDensity:
         """Estimate of ``(1/D) tr f(H)``: mean over probes of ``Σ_j τ_jk f(θ_jk)``, standard error
         = standard deviation over probes / sqrt(K) (``nan`` for one probe). ``f`` is applied to a
         float64 tensor of nodes, elementwise; padded nodes (weight 0) are ignored."""
-        if not callable(f):
-            raise TypeError(f"f must be callable, got {type(f).__name__}")
+        check_callable(f, "f")
         values = torch.as_tensor(f(self.nodes.clone()), dtype=_F64)
         if values.shape != self.nodes.shape:
             raise ValueError(

@@ -24,7 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_float, check_fraction, check_int, check_model, preserve_model
+from ._checks import (
+    check_callable,
+    check_float,
+    check_fraction,
+    check_int,
+    check_model,
+    preserve_model,
+)
 from ._io import _fsync_dir, check_path
 from .distributed import broadcast_object, is_main_process
 from .pruning import pruned
@@ -71,8 +78,7 @@ def _make_refit(refit: Any, loss_fn: Any, data: Any, lr: float) -> Callable | No
     steps = check_int(refit, "refit", minimum=0)
     if loss_fn is None or data is None:
         raise ValueError("refit as a number of steps needs refit_loss_fn and refit_data")
-    if not callable(loss_fn):
-        raise TypeError(f"refit_loss_fn must be callable, got {type(loss_fn).__name__}")
+    check_callable(loss_fn, "refit_loss_fn")
     lr = check_float(lr, "refit_lr", minimum=0.0, strict_minimum=True)
 
     def run(model: nn.Module, masks: dict) -> None:
@@ -126,8 +132,7 @@ def find_threshold(
     every evaluation and comes back bit-for-bit. Zhang et al., NeurIPS 2024 (THEORY §4).
     """
     check_model(model)
-    if not callable(evaluate):
-        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    check_callable(evaluate, "evaluate")
     tolerance = check_float(tolerance, "tolerance", minimum=0.0)
     resolution = check_float(resolution, "resolution", minimum=0.0, maximum=0.5, strict_minimum=True)
     if not isinstance(strict, bool):
@@ -210,8 +215,7 @@ def find_loss_threshold(
     ``.baseline`` hold ``−L``. Other keyword arguments go to :func:`find_threshold`."""
     check_model(model)
     eps = check_float(eps, "eps", minimum=0.0)
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    check_callable(loss_fn, "loss_fn")
     if "tolerance" in kwargs or "baseline" in kwargs:
         raise TypeError("find_loss_threshold sets tolerance (eps) and baseline (L(w*)) itself")
 
@@ -307,8 +311,7 @@ def sweep(
     unchanged.
     """
     check_model(model)
-    if not callable(evaluate):
-        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    check_callable(evaluate, "evaluate")
     if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, (Sequence, torch.Tensor)):
         try:
             sparsities = list(sparsities)  # numpy arrays, ranges

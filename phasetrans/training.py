@@ -21,6 +21,7 @@ from torch import nn
 
 from ._batches import as_batches, batch_size, move_batch
 from ._checks import (
+    check_callable,
     check_choice,
     check_float,
     check_int,
@@ -91,13 +92,6 @@ class TrainHistory:
 
     def to_dict(self) -> dict[str, list]:
         return asdict(self)
-
-
-def _check_callable(value: Any, name: str) -> Callable:
-    if not callable(value):
-        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
-    return value
-
 
 def _rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
@@ -188,7 +182,7 @@ def train_l1(
     checkpoint, ``eval_fn`` must return plain values (numbers, strings, tensors, containers).
     """
     check_model(model)
-    _check_callable(loss_fn, "loss_fn")
+    check_callable(loss_fn, "loss_fn")
     batches = as_batches(data)
     l1 = check_float(l1, "l1", minimum=0.0)
     epochs = check_int(epochs, "epochs", minimum=1)
@@ -201,7 +195,7 @@ def train_l1(
     gamma = check_float(gamma, "gamma", minimum=0.0)
     seed = check_seed(seed)
     if eval_fn is not None:
-        _check_callable(eval_fn, "eval_fn")
+        check_callable(eval_fn, "eval_fn")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     path = None if checkpoint is None else check_path(checkpoint, "checkpoint")
@@ -329,7 +323,7 @@ def finetune_masked(
 
     check_model(model)
     checked = _check_masks(model, masks)
-    _check_callable(loss_fn, "loss_fn")
+    check_callable(loss_fn, "loss_fn")
     batches = as_batches(data)
     steps = check_int(steps, "steps", minimum=0)
     lr = check_float(lr, "lr", minimum=0.0, strict_minimum=True)
@@ -436,7 +430,7 @@ def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any) -> float:
     batch mean). Eval mode, ``no_grad``; the model is unchanged. A non-finite batch loss raises
     ``FloatingPointError`` naming the batch."""
     check_model(model)
-    _check_callable(loss_fn, "loss_fn")
+    check_callable(loss_fn, "loss_fn")
     batches = as_batches(data)
     device, dtype = model_device_dtype(model)
     total = 0.0
