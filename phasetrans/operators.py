@@ -267,9 +267,11 @@ class HessianOperator(Operator):
             m.training = self.batchnorm == "train" and isinstance(m, _BATCHNORM_TYPES)
         return saved
 
-    def _loss(self, flat: torch.Tensor, fixed: dict, inputs: Any, targets: Any, index: int):
+    def _loss(self, params: dict[str, torch.Tensor], fixed: dict, inputs: Any, targets: Any):
+        """The batch loss with the selected parameters taken from ``params`` (name -> tensor)
+        and the others from ``fixed``."""
         state = dict(fixed)
-        state.update(self.unflatten(flat))
+        state.update(params)
         args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
         outputs = functional_call(self.model, state, args)
         return self.loss_fn(outputs, targets)
@@ -348,7 +350,7 @@ class HessianOperator(Operator):
 
     def _batch_hvp_func(self, w, fixed, inputs, targets, index, V):
         def loss_of(flat):
-            return self._loss(flat, fixed, inputs, targets, index)
+            return self._loss(self.unflatten(flat), fixed, inputs, targets)
 
         if not self._checked:
             # one plain forward, once, so that a bad loss_fn gets a clear error, not a vmap one
@@ -379,10 +381,7 @@ class HessianOperator(Operator):
         K = blocks[0].shape[0] if blocks else 0
         with torch.enable_grad():
             ws = [p.requires_grad_(True) for p in (leaf.detach() for leaf in leaves)]
-            state = dict(fixed)
-            state.update(zip(self.param_names, ws))
-            args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-            loss = self.loss_fn(functional_call(self.model, state, args), targets)
+            loss = self._loss(dict(zip(self.param_names, ws)), fixed, inputs, targets)
             self._check_loss(loss, index)
             gs = torch.autograd.grad(loss, ws, create_graph=True)
             for k in range(K):
@@ -407,7 +406,7 @@ class HessianOperator(Operator):
             for index, size, (inputs, targets) in self._batches():
                 with torch.enable_grad():
                     flat = w.detach().requires_grad_(True)
-                    loss = self._loss(flat, fixed, inputs, targets, index)
+                    loss = self._loss(self.unflatten(flat), fixed, inputs, targets)
                     self._check_loss(loss, index)
                     (g,) = torch.autograd.grad(loss, flat)
                 gsum.add_(g.to(acc_dtype), alpha=float(size))
@@ -417,13 +416,9 @@ class HessianOperator(Operator):
         finally:
             for m, mode in saved_modes:
                 m.training = mode
-        count = sum(sizes)
+        packed, count = self._reduce(torch.cat([gsum, lsum]), sum(sizes))
+        gsum, lsum = packed[: self.dim], packed[self.dim :]
         if self.distributed:
-            import torch.distributed as dist
-
-            packed = torch.cat([gsum, lsum, torch.tensor([float(count)], dtype=acc_dtype, device=self.device)])
-            dist.all_reduce(packed)
-            gsum, lsum, count = packed[: self.dim], packed[self.dim : self.dim + 1], int(round(packed[-1].item()))
             from .distributed import all_gather_list
 
             losses, sizes = all_gather_list(losses), all_gather_list(sizes)
