@@ -25,6 +25,7 @@ __all__ = [
     "shard",
     "all_gather_list",
     "broadcast_object",
+    "run_on_main_process",
 ]
 
 
@@ -104,3 +105,19 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if get_rank() == src else None]
     torch.distributed.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def run_on_main_process(fn: Any, errors: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError)) -> Any:
+    """Call ``fn()`` on rank 0 only and return its result on every rank (file reads that every
+    rank needs, such as a checkpoint or the records of a resumed sweep). An error of the given
+    types raised there is raised on every rank, so that no rank waits forever in a collective."""
+    result, error = None, None
+    if is_main_process():
+        try:
+            result = fn()
+        except errors as exc:
+            error = exc
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result

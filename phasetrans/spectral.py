@@ -35,7 +35,7 @@ import torch
 
 from ._checks import check_callable, check_choice, check_float, check_int, check_seed
 from ._io import atomic_torch_save, check_path, safe_torch_load
-from .distributed import broadcast_object, is_main_process
+from .distributed import is_main_process, run_on_main_process
 from .operators import Operator, as_operator
 
 __all__ = ["Estimate", "Eigen", "SpectralDensity", "slq", "trace", "top_eigenvalues"]
@@ -672,15 +672,7 @@ def slq(
             }
             # data-parallel: every rank runs the same recurrence; rank 0 reads the checkpoint and
             # shares it (errors too, so no rank waits forever), and only rank 0 writes it
-            state, error = None, None
-            if is_main_process():
-                try:
-                    state = _load_slq_checkpoint(path, meta)
-                except (OSError, ValueError, TypeError) as exc:
-                    error = exc
-            state, error = broadcast_object((state, error))
-            if error is not None:
-                raise error
+            state = run_on_main_process(lambda: _load_slq_checkpoint(path, meta))
             if state is not None:
                 lanczos.load(state)
 

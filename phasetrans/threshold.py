@@ -33,7 +33,7 @@ from ._checks import (
     preserve_model,
 )
 from ._io import _fsync_dir, check_path
-from .distributed import broadcast_object, is_main_process
+from .distributed import run_on_main_process
 from .pruning import pruned
 from .training import evaluate_loss, finetune_masked
 
@@ -345,23 +345,22 @@ def sweep(
         path = os.fspath(check_path(path, "path"))
         # data-parallel: rank 0 reads and writes the file, every rank evaluates (the evaluation
         # is collective), so every rank resumes from rank 0's records
-        error = None
-        if is_main_process():
+
+        def open_records() -> dict[int, float]:
+            nonlocal f
+            records = _read_sweep(path, header) if os.path.exists(path) else {}
+            f = open(path, "a", encoding="utf-8")
             try:
-                if os.path.exists(path):
-                    done = _read_sweep(path, header)
-                f = open(path, "a", encoding="utf-8")
                 if f.tell() == 0:
                     _append(f, {"kind": _HEADER_KIND, "header": header})
                     _fsync_dir(os.path.dirname(os.path.abspath(path)))
-            except (OSError, ValueError) as exc:
-                error = exc
-        error = broadcast_object(error)
-        if error is not None:
-            if f is not None:
+            except BaseException:
                 f.close()
-            raise error
-        done = broadcast_object(done)
+                f = None
+                raise
+            return records
+
+        done = run_on_main_process(open_records, errors=(OSError, ValueError))
     try:
         with preserve_model(model):
             for i in tqdm(range(len(grid)), desc="sweep", disable=not progress, leave=False):
