@@ -16,6 +16,7 @@ from .prediction import (
     ZeroMassEstimate,
     batch_loss_std,
     critical_sparsity,
+    estimate_eps,
     estimate_zero_mass,
     predict_sparsity,
     width_fraction,

@@ -306,8 +306,8 @@ def _loss_fn():
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_text
     from .operators import HessianOperator
-    from .pipeline import atomic_write_text
     from .plots import plot_spectrum
     from .spectral import slq
 
@@ -338,10 +338,9 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .operators import HessianOperator
-    from .pipeline import atomic_write_text
+    from ._io import atomic_write_text
     from .plots import plot_crossing, plot_spectrum
-    from .prediction import batch_loss_std, predict_sparsity
+    from .prediction import estimate_eps, predict_sparsity
 
     cfg, model, train, _ = _common_setup(args)
     out = _out_dir(args)
@@ -352,8 +351,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         kwargs["negative"] = cfg["negative"]
     eps, eps_source = cfg.get("eps"), "user"
     if eps is None:  # the std of the mini-batch training losses, over the training batches
-        losses = HessianOperator(model, _loss_fn(), train).loss_and_gradient()[2]
-        eps, eps_source = batch_loss_std(losses), "batch_loss_std"
+        eps, eps_source = estimate_eps(model, _loss_fn(), train), "batch_loss_std"
     pred = predict_sparsity(model, _loss_fn(), _hessian_data(train, cfg), eps=eps,
                             num_steps=cfg.get("num_steps", 80), num_probes=cfg.get("num_probes", 10),
                             seed=cfg.get("seed", 0), **kwargs)

@@ -15,7 +15,8 @@ Hessian" (1994); forward-over-reverse via ``torch.func`` (``vmap`` of ``jvp`` of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -261,11 +262,18 @@ class HessianOperator(Operator):
             state[n] = b.detach().clone() if self.batchnorm == "train" else b.detach()
         return state
 
-    def _set_modes(self) -> list[tuple[nn.Module, bool]]:
+    @contextlib.contextmanager
+    def _modes(self) -> Iterator[None]:
+        """Eval mode for the whole model during a pass (BatchNorm in train mode with
+        ``batchnorm="train"``); every module's mode is put back afterwards."""
         saved = [(m, m.training) for m in self.model.modules()]
         for m in self.model.modules():
             m.training = self.batchnorm == "train" and isinstance(m, _BATCHNORM_TYPES)
-        return saved
+        try:
+            yield
+        finally:
+            for m, mode in saved:
+                m.training = mode
 
     def _loss(self, params: dict[str, torch.Tensor], fixed: dict, inputs: Any, targets: Any):
         """The batch loss with the selected parameters taken from ``params`` (name -> tensor)
@@ -313,8 +321,7 @@ class HessianOperator(Operator):
         method = self.method
         if method == "auto":
             method = "backward" if K == 1 else "func"
-        saved_modes = self._set_modes()
-        try:
+        with self._modes():
             if method == "func":
                 w = self.parameters_vector()
                 for index, size, (inputs, targets) in self._batches():
@@ -334,9 +341,6 @@ class HessianOperator(Operator):
                     self._batch_hvp_backward(leaves, fixed, inputs, targets, index, blocks, pieces, float(size))
                     self._check_finite(total, index)
                     count += size
-        finally:
-            for m, mode in saved_modes:
-                m.training = mode
         total, count = self._reduce(total, count)  # (K, dim), contiguous for all_reduce
         self.num_samples = count
         return (total / count).to(self.dtype).T.contiguous()
@@ -401,8 +405,7 @@ class HessianOperator(Operator):
         gsum = torch.zeros(self.dim, dtype=acc_dtype, device=self.device)
         lsum = torch.zeros(1, dtype=acc_dtype, device=self.device)
         losses, sizes = [], []
-        saved_modes = self._set_modes()
-        try:
+        with self._modes():
             for index, size, (inputs, targets) in self._batches():
                 with torch.enable_grad():
                     flat = w.detach().requires_grad_(True)
@@ -413,17 +416,34 @@ class HessianOperator(Operator):
                 lsum += float(loss.detach()) * size
                 losses.append(float(loss.detach()))
                 sizes.append(size)
-        finally:
-            for m, mode in saved_modes:
-                m.training = mode
         packed, count = self._reduce(torch.cat([gsum, lsum]), sum(sizes))
         gsum, lsum = packed[: self.dim], packed[self.dim :]
-        if self.distributed:
-            from .distributed import all_gather_list
-
-            losses, sizes = all_gather_list(losses), all_gather_list(sizes)
+        losses, sizes = self._gather(losses, sizes)
         self.num_samples = count
         return float(lsum.item() / count), (gsum / count).to(self.dtype), losses, sizes
+
+    def batch_losses(self) -> tuple[list[float], list[int]]:
+        """Per-batch (mean) losses and batch sizes at the current weights, by forward passes
+        only (when distributed: every rank's batches, in rank order, on every rank). The default
+        loss tolerance ε is their standard deviation (:func:`phasetrans.estimate_eps`)."""
+        named = dict(self.model.named_parameters())
+        params = {n: named[n].detach() for n in self.param_names}
+        fixed = self._fixed_state()
+        losses, sizes = [], []
+        with self._modes(), torch.no_grad():
+            for index, size, (inputs, targets) in self._batches():
+                loss = self._loss(params, fixed, inputs, targets)
+                self._check_loss(loss, index)
+                losses.append(float(loss))
+                sizes.append(size)
+        return self._gather(losses, sizes)
+
+    def _gather(self, losses: list[float], sizes: list[int]) -> tuple[list[float], list[int]]:
+        if not self.distributed:
+            return losses, sizes
+        from .distributed import all_gather_list
+
+        return all_gather_list(losses), all_gather_list(sizes)
 
     def __repr__(self) -> str:
         return (

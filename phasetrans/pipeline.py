@@ -349,7 +349,7 @@ def validate(
 
     Returns a :class:`Report`.
     """
-    from .prediction import batch_loss_std, predict_sparsity
+    from .prediction import estimate_eps, predict_sparsity
     from .threshold import find_loss_threshold, find_threshold
     from .training import evaluate_accuracy, evaluate_loss, train_l1
 
@@ -422,10 +422,7 @@ def validate(
         t = time.perf_counter()
         eps_source = "user"
         if eps is None and hessian_data is not None:
-            from .operators import HessianOperator
-
-            losses = HessianOperator(work, loss_fn, train_batches).loss_and_gradient()[2]
-            eps = batch_loss_std(losses)
+            eps = estimate_eps(work, loss_fn, train_batches)
             eps_source = "batch_loss_std"
         prediction = predict_sparsity(work, loss_fn, hessian_batches, eps=eps, num_steps=num_steps,
                                       num_probes=num_probes, seed=seed, **predict_kwargs)

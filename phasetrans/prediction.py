@@ -809,6 +809,27 @@ def batch_loss_std(losses: Any) -> float:
     return float(np.std(arr))
 
 
+def _eps_from_operator(H: Any) -> tuple[float, float, int]:
+    """``(ε, dataset-mean training loss, number of batches)`` from the operator's batches."""
+    losses, sizes = H.batch_losses()
+    eps = batch_loss_std(losses)
+    if not eps > 0:
+        raise ValueError("eps=None: the mini-batch losses are all equal (std 0); pass eps explicitly")
+    train_loss = float(np.dot(losses, sizes) / np.sum(sizes))
+    return eps, train_loss, len(losses)
+
+
+def estimate_eps(model: nn.Module, loss_fn: Any, data: Any, params: Any = None,
+                 batchnorm: str = "eval") -> float:
+    """The default loss tolerance ε: :func:`batch_loss_std` of the mini-batch training losses at
+    the current weights, batches as given by ``data`` (forward passes only; data-parallel when
+    ``torch.distributed`` is initialised). The model is unchanged."""
+    from .operators import HessianOperator
+
+    with preserve_model(check_model(model)):
+        return _eps_from_operator(HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm))[0]
+
+
 @dataclass
 class ZeroMassEstimate:
     """``fraction``: share of sampled Hessian rows with L1 norm ``< threshold``; ``row_l1``
@@ -946,14 +967,9 @@ def predict_sparsity(
         details: dict[str, Any] = {}
         if eps is None:
             t = time.perf_counter()
-            mean_loss, _, losses, sizes = H.loss_and_gradient()
-            eps = batch_loss_std(losses)
-            if not eps > 0:
-                raise ValueError(
-                    "eps=None: the mini-batch losses are all equal (std 0); pass eps explicitly"
-                )
+            eps, mean_loss, num_batches = _eps_from_operator(H)
             eps_source = "batch_loss_std"
-            details.update(train_loss=mean_loss, num_batches=len(losses))
+            details.update(train_loss=mean_loss, num_batches=num_batches)
             times["eps"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -40,7 +40,7 @@ from . import data as pt_data
 from . import models as pt_models
 from ._io import atomic_write_json, atomic_write_text
 from .operators import DenseOperator, HessianOperator
-from .prediction import batch_loss_std, critical_sparsity, estimate_zero_mass
+from .prediction import critical_sparsity, estimate_eps, estimate_zero_mass
 from .pruning import apply_masks, pruned, pruned_count
 from .spectral import slq
 from .threshold import find_loss_threshold, find_threshold
@@ -311,8 +311,7 @@ def _case_data(cfg: dict, seed: int, device: str, data_root: str | None):
 
 def _batch_eps(model: nn.Module, loss_fn, loader) -> float:
     """ε = std of the mini-batch training losses at ``w*`` (the reference code's choice)."""
-    _, _, losses, _ = HessianOperator(model, loss_fn, loader).loss_and_gradient()
-    return batch_loss_std(losses)
+    return estimate_eps(model, loss_fn, loader)
 
 
 def _thresholds(model, loss_fn, train, test, eps, refit_steps, n_test, times) -> dict:

@@ -17,6 +17,7 @@ import torch
 from conftest import digits_tensors, make_mlp, trained_mlp
 from torch import nn
 
+import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
 from phasetrans.operators import DenseOperator, HessianOperator
 from phasetrans.params import prunable_parameters
@@ -504,3 +505,22 @@ def test_prediction_matches_one_shot_threshold_l1_mlp():
     pred = predict_sparsity(model, loss_fn, train, trace_method=None, bootstrap=20)
     measured = find_threshold(model, lambda m: evaluate_accuracy(m, test)).sparsity
     assert abs(pred.sparsity - measured) < 0.02
+
+
+def test_estimate_eps_is_the_std_of_the_batch_losses_by_forward_passes_only(small_trained_mlp, digits64):
+    """ε = population std of the per-batch training losses (the reference's np.std), computed
+    without gradients: the same numbers as the losses of the gradient pass, and the ε that
+    predict_sparsity(eps=None) uses."""
+    Xtr, ytr, _, _ = digits64
+    data = [(Xtr[i : i + 200], ytr[i : i + 200]) for i in range(0, len(ytr), 200)]  # uneven last
+    H = pt.HessianOperator(small_trained_mlp, nn.CrossEntropyLoss(), data)
+    losses, sizes = H.batch_losses()
+    ref_losses = [float(nn.CrossEntropyLoss()(small_trained_mlp(x), y)) for x, y in data]
+    assert sizes == [len(y) for _, y in data]
+    assert np.allclose(losses, ref_losses, rtol=1e-12, atol=0)
+    assert np.allclose(losses, H.loss_and_gradient()[2], rtol=1e-12, atol=0)
+    eps = pt.estimate_eps(small_trained_mlp, nn.CrossEntropyLoss(), data)
+    assert eps == pytest.approx(float(np.std(ref_losses)), rel=1e-12)
+    pred = pt.predict_sparsity(small_trained_mlp, nn.CrossEntropyLoss(), data, num_steps=5,
+                               num_probes=2, bootstrap=0, trace_method=None)
+    assert pred.eps == eps
