@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from ._checks import check_model
@@ -84,7 +83,3 @@ def select_parameters(model: nn.Module, params: Any = None, name: str = "params"
         raise ValueError(f"{name}: parameters must be floating point, got {non_float}")
     return list(params)
 
-
-def flatten_weights(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Concatenate detached, flattened tensors (a copy)."""
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
