@@ -1,15 +1,23 @@
 """Hessian-product cost against the gradient floor.
 
-For the digits MLP 64-256-256-10 (and a small CNN): one ``H @ V`` pass over the data with ``K``
-columns (K = 1, 4, 8, 16; methods "backward" = graph-reusing double backward, "func" =
-vmap(jvp(grad))), divided by one plain gradient pass (``loss.backward()`` over the same batches,
-same model). Reports the pass ratio and the per-probe ratio (pass / K / gradient pass). All peers
-are interleaved in one loop (A, B, A, B, ...), best of ``--repeat``.
+For the digits MLP 64-256-256-10, a small CNN and a CIFAR-style ResNet-18 on synthetic images: one
+``H @ V`` pass over the data with ``K`` columns, divided by one plain gradient pass
+(``loss.backward()`` over the same batches, same model). Variants:
+
+- ``cached``: the default operator (``method="auto"``), whose gradient graphs are kept after the
+  first product (graph reuse): the steady state of SLQ, Lanczos and trace estimation;
+- ``first``: a fresh default operator every call, i.e. the product that builds the graphs;
+- ``backward``: double backward recomputed every product (``cache_bytes=0``);
+- ``func``: ``vmap(jvp(grad))`` recomputed every product.
+
+Reports the pass ratio and the per-probe ratio (pass / K / gradient pass). All peers are
+interleaved in one loop (A, B, A, B, ...), best of ``--repeat``.
 
 ``--compile``: also tries ``torch.compile`` on the product (a compiled model under double
 backward, and a compiled ``jvp(grad)`` function), kept out of the package unless it wins.
 
-Run: python bench/hvp_methods.py [--threads 2] [--repeat 7] [--ks 1,4,8,16] [--compile]
+Run: python bench/hvp_methods.py [--threads 2] [--repeat 7] [--ks 1,4,8,16]
+       [--variants cached,first,backward,func] [--models mlp,cnn,resnet18] [--device cpu] [--compile]
 """
 
 from __future__ import annotations
@@ -37,6 +45,13 @@ def digits_batches(batch_size=256, image=False):
     return [(X[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
 
 
+def resnet_batches(num_images=128, batch_size=32):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(num_images, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (num_images,), generator=g)
+    return [(X[i : i + batch_size], y[i : i + batch_size]) for i in range(0, num_images, batch_size)]
+
+
 def models():
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
@@ -44,17 +59,41 @@ def models():
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 10),
     )
-    return {"mlp 64-256-256-10": (mlp, False), "cnn 16-32": (cnn, True)}
+    return {"mlp 64-256-256-10": (mlp, "digits"), "cnn 16-32": (cnn, "digits-image"),
+            "resnet18 (CIFAR-style, 128 synthetic images)": (pt.models.resnet18().eval(), "synthetic")}
+
+
+def batches(kind):
+    if kind == "synthetic":
+        return resnet_batches()
+    return digits_batches(image=kind == "digits-image")
+
+
+def operator(variant, model, loss_fn, data):
+    if variant == "backward":
+        return pt.HessianOperator(model, loss_fn, data, params="all", method="backward", cache_bytes=0)
+    if variant == "func":
+        return pt.HessianOperator(model, loss_fn, data, params="all", method="func")
+    return pt.HessianOperator(model, loss_fn, data, params="all", cache_bytes=8 << 30)
+
+
+def product(variant, H, model, loss_fn, data, V):
+    if variant == "first":
+        return lambda: operator("first", model, loss_fn, data) @ V
+    return lambda: H @ V
 
 
 def interleaved(fns, repeat):
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     for f in fns.values():
         f()  # warm-up
+    sync()
     best = {k: float("inf") for k in fns}
     for _ in range(repeat):
         for k, f in fns.items():
             t = time.perf_counter()
             f()
+            sync()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
 
@@ -127,36 +166,42 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--ks", default="1,4,8,16")
-    parser.add_argument("--methods", default="backward,func")
-    parser.add_argument("--models", default="mlp")
+    parser.add_argument("--variants", default="cached,first,backward,func")
+    parser.add_argument("--models", default="mlp,cnn,resnet18")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     ks = [int(k) for k in args.ks.split(",")]
-    methods = args.methods.split(",")
+    variants = args.variants.split(",")
     loss_fn = nn.CrossEntropyLoss()
-    for name, (model, image) in models().items():
+    device = torch.device(args.device)
+    for name, (model, kind) in models().items():
         if not any(name.startswith(m) for m in args.models.split(",")):
             continue
-        data = digits_batches(image=image)
+        model = model.to(device)
+        data = [(x.to(device), y.to(device)) for x, y in batches(kind)]
         fns = {"gradient": gradient_pass(model, loss_fn, data)}
-        ops = {m: pt.HessianOperator(model, loss_fn, data, params="all", method=m) for m in methods}
+        ops = {m: operator(m, model, loss_fn, data) for m in variants}
+        dim = next(iter(ops.values())).dim
         for K in ks:
-            V = torch.randn(ops[methods[0]].dim, K)
-            for m in methods:
-                fns[f"{m} K={K}"] = (lambda H=ops[m], V=V: H @ V)
+            V = torch.randn(dim, K, device=device)
+            for m in variants:
+                fns[f"{m} K={K}"] = product(m, ops[m], model, loss_fn, data, V)
         best = interleaved(fns, args.repeat)
         g = best["gradient"]
-        print(f"\n{name}: D = {ops[methods[0]].dim}, {len(data)} batches; gradient pass {g * 1e3:.1f} ms")
+        kept = {m: H.cached_bytes for m, H in ops.items() if m == "cached"}
+        print(f"\n{name}: D = {dim}, {len(data)} batches; gradient pass {g * 1e3:.1f} ms; "
+              f"kept graphs {kept.get('cached', 0) / 2**20:.0f} MiB")
         print(f"{'product':14s} {'ms':>9s} {'pass/grad':>10s} {'per probe/grad':>15s}")
         for k, t in best.items():
             if k == "gradient":
                 continue
             K = int(k.split("K=")[1])
             print(f"{k:14s} {t * 1e3:9.1f} {t / g:10.2f} {t / K / g:15.2f}")
-        if args.compile:
+        if args.compile and device.type == "cpu":
             print(f"\n{name}: torch.compile")
             try_compile(model, loss_fn, data, args.repeat)
 

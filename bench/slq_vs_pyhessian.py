@@ -11,8 +11,13 @@ shims it (PyHessian only) with a ``torch.linalg.eigh`` replacement returning the
 Timings are best-of-``--repeat``, the peers interleaved in one loop (A, B, A, B, ...), on a shared
 machine: read the ratios, not the absolute times.
 
+``--model resnet18``: a CIFAR-style ResNet-18 (11.2M parameters, eval mode) on ``--num-images``
+synthetic 3x32x32 images in batches of ``--batch-size`` (the issue's GPU case; ``--device cuda``
+runs both codes on the GPU, PyHessian with ``cuda=True``).
+
 Run: python bench/slq_vs_pyhessian.py [--threads 2] [--steps 40] [--probes 8] [--repeat 3]
-     [--variants backward/full,backward/partial,backward/none,func/full,...]
+     [--variants auto/full,auto/partial,backward/full,func/full,nocache/full,...]
+     [--model mlp|resnet18] [--device cpu|cuda] [--num-images 512]
 Needs: pip install --no-deps pyhessian==0.1
 """
 
@@ -73,11 +78,12 @@ def trained_mlp(X, y, epochs=30):
 def pyhessian_density(model, loader, steps, probes, seed=0):
     from pyhessian import hessian
 
+    cuda = next(model.parameters()).is_cuda
     torch.manual_seed(seed)
     eig = getattr(torch, "eig", None)
     torch.eig = _eig_shim
     try:
-        h = hessian(model, nn.CrossEntropyLoss(), dataloader=loader, cuda=False)
+        h = hessian(model, nn.CrossEntropyLoss(), dataloader=loader, cuda=cuda)
         eigs, weights = h.density(iter=steps, n_v=probes)
     finally:
         if eig is None:
@@ -88,21 +94,60 @@ def pyhessian_density(model, loader, steps, probes, seed=0):
     return np.array(eigs, dtype=np.float64), np.array(weights, dtype=np.float64)
 
 
-def ours(model, loader, steps, probes, method="backward", reorth="full"):
-    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader, params="all", method=method)
+def ours(model, loader, steps, probes, method="auto", reorth="full", cache_bytes=None):
+    """``method`` "nocache": the default method with graph reuse off (``cache_bytes=0``)."""
+    if method == "nocache":
+        method, cache_bytes = "auto", 0
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader, params="all", method=method,
+                           cache_bytes=cache_bytes)
     return pt.slq(H, num_steps=steps, num_probes=probes, seed=0, reorth=reorth)
+
+
+class _DeviceLoader:
+    """A re-iterable list of batches already on the device (both codes get the same batches;
+    PyHessian's ``.cuda()`` on them is then a no-op)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
 
 
 def best_of(fns, repeat):
     """Interleaved best-of-``repeat`` wall times of ``fns`` (name -> callable); last results kept."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     best = {k: float("inf") for k in fns}
     results = {}
     for _ in range(repeat):
         for k, f in fns.items():
+            sync()
             t = time.perf_counter()
             results[k] = f()
+            sync()
             best[k] = min(best[k], time.perf_counter() - t)
     return best, results
+
+
+def timings_table(model, loader, args):
+    """PyHessian and our ``--variants`` interleaved; prints best times, ratios and top Ritz
+    values; returns the last results and the top Ritz values by code."""
+    fns = {"pyhessian": lambda: pyhessian_density(model, loader, args.steps, args.probes)}
+    for variant in args.variants.split(","):
+        method, reorth = variant.split("/")
+        fns[f"ours {method}/{reorth}"] = (lambda m=method, r=reorth: ours(model, loader, args.steps, args.probes, m, r))
+    best, results = best_of(fns, args.repeat)
+    t_py = best["pyhessian"]
+    print(f"\n{'code':24s} {'best s':>8s} {'PyHessian / this':>17s} {'top Ritz':>12s}")
+    top = {}
+    for k, t in best.items():
+        r = results[k]
+        top[k] = float(np.max(r[0])) if k == "pyhessian" else float(r.nodes.max())
+        print(f"{k:24s} {t:8.2f} {t_py / t:17.2f} {top[k]:12.6f}")
+    return results, top
 
 
 def machine():
@@ -126,11 +171,16 @@ def main():
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default="backward/full,backward/partial,backward/none",
-                        help="our method/reorth variants to time")
+    parser.add_argument("--variants", default="auto/full,auto/partial,nocache/full",
+                        help="our method/reorth variants to time; method nocache = auto, cache_bytes=0")
+    parser.add_argument("--model", default="mlp", choices=("mlp", "resnet18"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-images", type=int, default=512, help="resnet18: synthetic images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine())
+    if args.model == "resnet18":
+        return resnet_case(args)
     X, y = digits()
     model = trained_mlp(X, y)
     D = sum(p.numel() for p in model.parameters())
@@ -155,24 +205,13 @@ def main():
           f"{float((Hv_py - Hv).norm() / Hv.norm()):.2e}  (float32 rounding level: exact weighting in both)")
 
     # 2. timings, interleaved
-    fns = {"pyhessian": lambda: pyhessian_density(model, uneven, args.steps, args.probes)}
-    for variant in args.variants.split(","):
-        method, reorth = variant.split("/")
-        fns[f"ours {method}/{reorth}"] = (lambda m=method, r=reorth: ours(model, uneven, args.steps, args.probes, m, r))
-    best, results = best_of(fns, args.repeat)
-    t_py = best["pyhessian"]
-    print(f"\n{'code':24s} {'best s':>8s} {'PyHessian / this':>17s} {'top Ritz':>12s}")
-    top = {}
-    for k, t in best.items():
-        r = results[k]
-        top[k] = float(np.max(r[0])) if k == "pyhessian" else float(r.nodes.max())
-        print(f"{k:24s} {t:8.2f} {t_py / t:17.2f} {top[k]:12.6f}")
+    results, top = timings_table(model, uneven, args)
 
     # 2b. reorthogonalisation: Ritz values against "full", Gram-Schmidt passes of "partial"
-    full = results.get("ours backward/full")
+    full = results.get("ours auto/full")
     if full is not None:
         for k, r in results.items():
-            if k.startswith("ours") and k != "ours backward/full":
+            if k.startswith("ours") and k != "ours auto/full":
                 top_d = (r.nodes[:, -1] - full.nodes[:, -1]).abs().max() / full.nodes[:, -1].abs().max()
                 w_d = (r.weights[:, -1] - full.weights[:, -1]).abs().max() / full.weights[:, -1].abs().max()
                 f = lambda x: torch.exp(-x)  # noqa: E731
@@ -182,7 +221,7 @@ def main():
     if "partial" in args.variants:
         from phasetrans import spectral as sp
 
-        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven, params="all", method="backward")
+        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven, params="all")
         lz = sp._Lanczos(H, sp._rademacher(H.dim, args.probes, 0, H.device) / D**0.5, args.steps,
                          "partial", sp._breakdown_tol(H))
         with torch.no_grad():
@@ -195,10 +234,30 @@ def main():
     for name, loader in (("uneven", uneven), ("even", even)):
         H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader, params="all")
         lam = float(pt.top_eigenvalues(H, k=1, seed=0).values[0])
-        t_ours = float(ours(model, loader, args.steps, args.probes).nodes.max()) if name == "even" else top["ours backward/full"]
+        t_ours = float(ours(model, loader, args.steps, args.probes).nodes.max()) if name == "even" else top["ours auto/full"]
         t_py = float(np.max(pyhessian_density(model, loader, args.steps, args.probes)[0])) if name == "even" else top["pyhessian"]
         print(f"  {name:6s}: lambda_max = {lam:.6f}; ours {t_ours:.6f} ({abs(t_ours - lam) / lam:.1e}); "
               f"PyHessian {t_py:.6f} ({abs(t_py - lam) / lam:.1e}); ours vs PyHessian {abs(t_ours - t_py) / abs(t_py):.1e}")
+
+
+def resnet_case(args):
+    """SLQ timings and top Ritz values on a CIFAR-style ResNet-18, synthetic images."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}")
+    torch.manual_seed(0)
+    model = pt.models.resnet18().to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(args.num_images, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (args.num_images,), generator=g)
+    bs = args.batch_size
+    loader = _DeviceLoader([(X[i : i + bs].to(device), y[i : i + bs].to(device)) for i in range(0, len(y), bs)])
+    D = sum(p.numel() for p in model.parameters())
+    print(f"ResNet-18 (CIFAR-style), D = {D}; {args.steps} steps x {args.probes} probes; "
+          f"{args.num_images} synthetic images in batches of {bs}; device {device}")
+    timings_table(model, loader, args)
+    if device.type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,43 @@ def as_operator(H: Any, name: str = "H") -> Operator:
 _BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
+class _GraphCache:
+    """Kept per-batch gradient graphs of a :class:`HessianOperator` (graph reuse), with the
+    bytes they hold: every storage the graphs save (counted once, through
+    ``torch.autograd.graph.saved_tensors_hooks``; parameter storages excluded) plus the
+    gradients themselves."""
+
+    def __init__(self, key: tuple, budget: int, model: nn.Module):
+        self.key = key
+        self.budget = budget
+        self.nbytes = 0
+        self.entries: list[tuple[int, int, list, tuple]] = []
+        # the model's own storages (the graph's leaves alias the parameters) are not new memory
+        self._seen: set[int] = {
+            t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]
+        }
+
+    def counting_hooks(self):
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in self._seen:
+                self._seen.add(ptr)
+                self.nbytes += storage.nbytes()
+            return t
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+    def add(self, index: int, size: int, ws: list, gs: tuple) -> bool:
+        """Keep one batch's graph; ``False`` (and nothing kept) once over the budget."""
+        self.nbytes += sum(g.numel() * g.element_size() for g in gs)
+        if self.nbytes > self.budget:
+            self.entries.clear()
+            return False
+        self.entries.append((index, size, ws, gs))
+        return True
+
+
 class HessianOperator(Operator):
     """Hessian of the dataset-mean training loss with respect to selected parameters.
 
@@ -175,19 +212,34 @@ class HessianOperator(Operator):
         BatchNorm, no dropout), which makes ``H`` a fixed matrix. ``"train"`` uses batch
         statistics in BatchNorm layers (running statistics are not updated).
     method : "auto" | "func" | "backward"
-        ``"func"``: ``vmap(jvp(grad))``; ``"backward"``: one gradient graph per batch, one
-        backward-of-backward per column (graph reuse). ``"auto"`` picks per product, as measured
-        in ``bench/hvp_methods.py`` on a quiet 2-core CPU: ``"backward"`` for one column (3.0 vs
-        3.8 gradient passes on an MLP), ``"func"`` for several (1.35 vs 2.06 gradient passes per
-        column at K = 8 on an MLP, a tie on a CNN), in chunks of ``chunk_size`` columns;
-        always ``"backward"`` with ``batchnorm="train"``.
+        ``"func"``: ``vmap(jvp(grad))``, recomputed every product; ``"backward"``: one gradient
+        graph per batch (``create_graph=True``), one backward of it per column, the graphs kept
+        across products when they fit in ``cache_bytes`` (graph reuse). ``"auto"``: the cached
+        graphs whenever they fit; otherwise, per product, ``"backward"`` for one column and
+        ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md).
+        Always ``"backward"`` with ``batchnorm="train"``.
     distributed : None | bool
         Data-parallel products over ``torch.distributed``: each rank passes its shard, batch
         sums and sample counts are all-reduced, so ``H @ v`` is the whole-data product on every
         rank. ``None``: on when ``torch.distributed`` is initialised.
     chunk_size : int, optional
-        Columns per vectorised (``"func"``) pass, a memory bound for many columns; default 8 with
-        ``method="auto"`` (a CNN at K = 16 is 1.7x slower unchunked), else all at once.
+        Columns per vectorised pass (``"func"``, or one batched backward of a gradient graph), a
+        memory bound for many columns; default 8 with ``method="auto"`` (a CNN at K = 16 is 1.7x
+        slower unchunked), else all at once.
+    cache_bytes : int, optional
+        Memory budget, in bytes, for graph reuse: on the first product each batch's gradient
+        graph (its saved activations and backward intermediates) is kept, and every later product
+        is only the backward of the kept graphs -- about 2 gradient passes per column instead of
+        3 (Pearlmutter's product without redoing the forward and first backward). All or
+        nothing: if the graphs of the whole data outgrow the budget, none is kept. Default
+        (``None``): 1 GiB on CPU, a quarter of the free memory on a GPU. ``0`` turns it off. The
+        kept graphs follow the model: a changed parameter or buffer (in place or replaced)
+        rebuilds them; after changing the *data*, call :meth:`clear_cache`.
+
+    Examples
+    --------
+    >>> H = HessianOperator(model, torch.nn.functional.cross_entropy, loader)  # doctest: +SKIP
+    >>> Hv = H @ torch.randn(H.dim)                                             # doctest: +SKIP
     """
 
     def __init__(
@@ -200,6 +252,7 @@ class HessianOperator(Operator):
         method: str = "auto",
         distributed: bool | None = None,
         chunk_size: int | None = None,
+        cache_bytes: int | None = None,
     ):
         self.model = check_model(model)
         check_callable(loss_fn, "loss_fn")
@@ -220,6 +273,11 @@ class HessianOperator(Operator):
         elif method == "auto":
             chunk_size = 8
         self.chunk_size = chunk_size
+        if cache_bytes is not None:
+            cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
+        self.cache_bytes = cache_bytes
+        self._cache: _GraphCache | None = None
+        self._cache_refused_key: tuple | None = None  # the state whose graphs outgrew the budget
         if distributed is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         elif not isinstance(distributed, bool):
@@ -243,6 +301,12 @@ class HessianOperator(Operator):
         self.device = named[self.param_names[0]].device
         self.num_samples: int | None = None  # known after the first pass
         self._checked = False
+        # one batched backward of a graph (vmap over the engine) for several columns beat a loop
+        # over them on an MLP (1.13 vs 1.85 gradient passes per column at K = 8, 2 CPU threads)
+        # but lost with convolutions (small CNN 1.68 vs 1.48, ResNet-18 3.06 vs 2.16)
+        self._batched_backward = not any(
+            isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     def parameters_vector(self) -> torch.Tensor:
@@ -310,6 +374,32 @@ class HessianOperator(Operator):
         return total, int(round(n.item()))
 
     # -- products --------------------------------------------------------------------------
+    def clear_cache(self) -> None:
+        """Drop the kept gradient graphs (graph reuse); the next product rebuilds them."""
+        self._cache = None
+        self._cache_refused_key = None
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the kept gradient graphs (0 when none are kept)."""
+        return self._cache.nbytes if self._cache is not None else 0
+
+    def _state_key(self) -> tuple:
+        """Identity of everything a kept graph depends on besides the data: each parameter's and
+        buffer's object, storage, version counter (bumped by in-place changes), shape and dtype."""
+        return tuple(
+            (name, id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
+            for name, t in [*self.model.named_parameters(), *self.model.named_buffers()]
+        )
+
+    def _cache_budget(self) -> int:
+        if self.cache_bytes is not None:
+            return self.cache_bytes
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free // 4)
+        return 1 << 30
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         fixed = self._fixed_state()
         acc_dtype = torch.float64 if self.dtype != torch.float64 else self.dtype
@@ -318,9 +408,18 @@ class HessianOperator(Operator):
         # per-parameter pieces are added in place (no concatenation, no float64 copy per batch)
         total = torch.zeros(K, self.dim, dtype=acc_dtype, device=self.device)
         count = 0
+        key = self._state_key()
+        if self._cache is not None and self._cache.key != key:
+            self._cache = None
+        if self._cache_refused_key is not None and self._cache_refused_key != key:
+            self._cache_refused_key = None
+        may_cache = (
+            self.method != "func" and self._cache is None and self._cache_refused_key is None
+            and self._cache_budget() > 0
+        )
         method = self.method
         if method == "auto":
-            method = "backward" if K == 1 else "func"
+            method = "backward" if (K == 1 or self._cache is not None or may_cache) else "func"
         with self._modes():
             if method == "func":
                 w = self.parameters_vector()
@@ -330,17 +429,29 @@ class HessianOperator(Operator):
                     self._check_finite(total, index)
                     count += size
             else:
-                named = dict(self.model.named_parameters())
-                leaves = [named[n].detach() for n in self.param_names]
                 # V split once per product into contiguous per-parameter blocks (K, *shape)
                 Vt = V.T.contiguous()
                 blocks = [b.reshape(K, *s) for b, s in zip(torch.split(Vt, self._numels, 1), self._shapes)]
                 blocks = [b if b.is_contiguous() else b.contiguous() for b in blocks]
                 pieces = [t.view(K, *s) for t, s in zip(torch.split(total, self._numels, 1), self._shapes)]
-                for index, size, (inputs, targets) in self._batches():
-                    self._batch_hvp_backward(leaves, fixed, inputs, targets, index, blocks, pieces, float(size))
-                    self._check_finite(total, index)
-                    count += size
+                if self._cache is not None:
+                    for index, size, ws, gs in self._cache.entries:
+                        self._apply_graph(ws, gs, blocks, pieces, float(size), keep=True)
+                        self._check_finite(total, index)
+                        count += size
+                else:
+                    cache = _GraphCache(key, self._cache_budget(), self.model) if may_cache else None
+                    named = dict(self.model.named_parameters())
+                    leaves = [named[n].detach() for n in self.param_names]
+                    for index, size, (inputs, targets) in self._batches():
+                        ws, gs = self._batch_graph(leaves, fixed, inputs, targets, index, cache)
+                        keep = cache is not None and cache.add(index, size, ws, gs)
+                        if cache is not None and not keep:
+                            self._cache_refused_key, cache = key, None  # over budget: keep none
+                        self._apply_graph(ws, gs, blocks, pieces, float(size), keep=keep)
+                        self._check_finite(total, index)
+                        count += size
+                    self._cache = cache  # kept only once the whole pass fitted in the budget
         total, count = self._reduce(total, count)  # (K, dim), contiguous for all_reduce
         self.num_samples = count
         return (total / count).to(self.dtype).T.contiguous()
@@ -376,24 +487,39 @@ class HessianOperator(Operator):
         self._check_loss(loss.detach(), index)
         return HV
 
-    def _batch_hvp_backward(self, leaves, fixed, inputs, targets, index, blocks, pieces, size):
-        """One gradient graph for the batch (w.r.t. per-parameter leaves, so no flatten/split in
-        the graph), then one backward of it per column; ``size ·`` products added to ``pieces``.
-
-        A loop over columns measured faster than one vmapped backward (``is_grads_batched``) for
-        K = 4 and 8 on the digits MLP on CPU (bench/hvp_methods.py, docs/BENCHMARKS.md)."""
-        K = blocks[0].shape[0] if blocks else 0
-        with torch.enable_grad():
+    def _batch_graph(self, leaves, fixed, inputs, targets, index, cache):
+        """The batch's gradient graph: per-parameter leaves ``ws`` (no flatten/split in the
+        graph) and ``gs = ∇L_b(ws)`` with ``create_graph=True``; the bytes it saves are counted
+        into ``cache`` when given."""
+        hooks = cache.counting_hooks() if cache is not None else contextlib.nullcontext()
+        with torch.enable_grad(), hooks:
             ws = [p.requires_grad_(True) for p in (leaf.detach() for leaf in leaves)]
             loss = self._loss(dict(zip(self.param_names, ws)), fixed, inputs, targets)
             self._check_loss(loss, index)
             gs = torch.autograd.grad(loss, ws, create_graph=True)
-            for k in range(K):
+        return ws, gs
+
+    def _apply_graph(self, ws, gs, blocks, pieces, size, keep):
+        """``size · H_b V`` added to ``pieces``: backward of the gradient graph for each column
+        (one batched backward per ``chunk_size`` columns when ``self._batched_backward``)."""
+        K = blocks[0].shape[0] if blocks else 0
+        if K > 1 and self._batched_backward:
+            step = self.chunk_size or K
+            for lo in range(0, K, step):
+                hi = min(K, lo + step)
                 hvs = torch.autograd.grad(
-                    gs, ws, grad_outputs=[b[k] for b in blocks], retain_graph=k < K - 1
+                    gs, ws, grad_outputs=[b[lo:hi] for b in blocks],
+                    retain_graph=keep or hi < K, is_grads_batched=True,
                 )
                 for piece, hv in zip(pieces, hvs):
-                    piece[k].add_(hv, alpha=size)
+                    piece[lo:hi].add_(hv, alpha=size)
+            return
+        for k in range(K):
+            hvs = torch.autograd.grad(
+                gs, ws, grad_outputs=[b[k] for b in blocks], retain_graph=keep or k < K - 1
+            )
+            for piece, hv in zip(pieces, hvs):
+                piece[k].add_(hv, alpha=size)
 
     # -- whole-data quantities ------------------------------------------------------------
     def loss_and_gradient(self) -> tuple[float, torch.Tensor, list[float], list[int]]:

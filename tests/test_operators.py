@@ -262,6 +262,8 @@ def test_non_finite_loss_names_the_batch():
         (dict(batchnorm="frozen"), ValueError, "batchnorm"),
         (dict(method="magic"), ValueError, "method"),
         (dict(chunk_size=0), ValueError, "chunk_size"),
+        (dict(cache_bytes=-1), ValueError, "cache_bytes"),
+        (dict(cache_bytes=1.5), TypeError, "cache_bytes"),
         (dict(distributed="yes"), TypeError, "distributed"),
         (dict(distributed=True), ValueError, "distributed"),
     ],
@@ -315,3 +317,152 @@ def test_dense_operator_and_scipy_operator():
         pt.as_operator(torch.zeros(2, 3))
     with pytest.raises(TypeError, match="H must be"):
         pt.as_operator("matrix")
+
+
+# -- graph reuse (cache_bytes) ------------------------------------------------------------------
+class CountingData:
+    """A re-iterable list of batches that counts the passes over it."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+@pytest.mark.parametrize("name,make,kind", CASES)
+@pytest.mark.parametrize("method", ["backward", "auto"])
+def test_kept_graphs_give_the_dense_product_without_passing_over_the_data(name, make, kind, method):
+    model = make()
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset(kind)
+    data = CountingData(uneven_batches(X, y))
+    before = model_fingerprint(model)
+    H = pt.HessianOperator(model, loss_fn, data, params="all", method=method)
+    ref = dense_reference(model, loss_fn, X, y, H.param_names)
+    V = torch.randn(H.dim, 5, dtype=DT, generator=torch.Generator().manual_seed(4))
+    first = H @ V  # builds the graphs
+    assert data.passes == 1 and H.cached_bytes > 0
+    for _ in range(2):
+        again = H @ V
+        assert torch.equal(again, first)  # the same graphs, the same arithmetic: bit for bit
+        assert rel_err(H @ V[:, 2], ref @ V[:, 2]) <= REL
+    assert rel_err(first, ref @ V) <= REL
+    assert data.passes == 1  # later products never touch the data
+    assert H.num_samples == len(y)
+    assert fingerprints_equal(before, model_fingerprint(model))
+
+
+def test_kept_graphs_equal_the_recomputed_product():
+    model = cnn(True)
+    X, y = dataset("cnn")
+    data = uneven_batches(X, y)
+    V = torch.randn(sum(p.numel() for p in model.parameters()), 3, dtype=DT,
+                    generator=torch.Generator().manual_seed(5))
+    cached = pt.HessianOperator(model, nn.CrossEntropyLoss(), data, params="all", method="backward")
+    fresh = pt.HessianOperator(model, nn.CrossEntropyLoss(), data, params="all", method="backward",
+                               cache_bytes=0)
+    cached @ V
+    assert cached.cached_bytes > 0 and fresh.cached_bytes == 0
+    assert rel_err(cached @ V, fresh @ V) <= 1e-14
+
+
+def _perturb_in_place(model):
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)
+
+
+def _replace_data(model):
+    model[2].weight.data = model[2].weight.data * 0.5 + 0.1
+
+
+def _replace_parameter(model):
+    model[4].weight = nn.Parameter(model[4].weight.detach() * -1.0)
+
+
+@pytest.mark.parametrize("change", [_perturb_in_place, _replace_data, _replace_parameter])
+def test_changed_parameters_rebuild_the_graphs(change):
+    model = mlp()
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset("mlp")
+    data = CountingData(uneven_batches(X, y))
+    H = pt.HessianOperator(model, loss_fn, data, params="all")
+    v = torch.randn(H.dim, dtype=DT, generator=torch.Generator().manual_seed(6))
+    H @ v
+    change(model)
+    ref = dense_reference(model, loss_fn, X, y, H.param_names)
+    assert rel_err(H @ v, ref @ v) <= REL
+    assert data.passes == 2 and H.cached_bytes > 0
+    H @ v
+    assert data.passes == 2
+
+
+def test_changed_buffers_rebuild_the_graphs():
+    model = cnn(True)
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset("cnn")
+    H = pt.HessianOperator(model, loss_fn, uneven_batches(X, y), params="all")
+    v = torch.randn(H.dim, dtype=DT, generator=torch.Generator().manual_seed(7))
+    H @ v
+    with torch.no_grad():
+        model.bn.running_var.mul_(3.0)  # eval-mode BatchNorm reads it
+    ref = dense_reference(model, loss_fn, X, y, H.param_names)
+    assert rel_err(H @ v, ref @ v) <= REL
+
+
+def test_budget_too_small_keeps_nothing_and_stays_exact():
+    model = mlp()
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset("mlp")
+    data = CountingData(uneven_batches(X, y))
+    H = pt.HessianOperator(model, loss_fn, data, params="all", cache_bytes=1)
+    ref = dense_reference(model, loss_fn, X, y, H.param_names)
+    V = torch.randn(H.dim, 3, dtype=DT, generator=torch.Generator().manual_seed(8))
+    for k in range(3):
+        assert rel_err(H @ V, ref @ V) <= REL
+        assert rel_err(H @ V[:, 0], ref @ V[:, 0]) <= REL
+        assert H.cached_bytes == 0 and data.passes == 2 * (k + 1)
+
+
+def test_clear_cache_reads_changed_data_again():
+    model = mlp()
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset("mlp")
+    data = CountingData(uneven_batches(X.clone(), y))
+    H = pt.HessianOperator(model, loss_fn, data)
+    v = torch.randn(H.dim, dtype=DT, generator=torch.Generator().manual_seed(9))
+    H @ v
+    X2 = X * 2.0
+    data.batches = uneven_batches(X2, y)
+    H.clear_cache()
+    assert H.cached_bytes == 0
+    ref = dense_reference(model, loss_fn, X2, y, H.param_names)
+    assert rel_err(H @ v, ref @ v) <= REL
+    assert data.passes == 2
+
+
+def test_cached_bytes_count_the_saved_activations():
+    """The kept graphs of an MLP hold at least its inputs and hidden activations, and twice the
+    data holds about twice the bytes."""
+    model = nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 3)).to(DT)
+    X, y = dataset("mlp", n=400)
+    sizes = []
+    for n in (200, 400):
+        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), [(X[:n], y[:n])], params="all")
+        H @ torch.ones(H.dim, dtype=DT)
+        assert H.cached_bytes >= n * (6 + 40 + 40) * 8
+        sizes.append(H.cached_bytes)
+    assert 1.8 < sizes[1] / sizes[0] < 2.2
+
+
+def test_func_method_keeps_no_graphs():
+    model = mlp()
+    X, y = dataset("mlp")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), (X, y), method="func")
+    H @ torch.ones(H.dim, 2, dtype=DT)
+    assert H.cached_bytes == 0

@@ -90,6 +90,8 @@ BAD_INPUTS = [
     row("HessianOperator", "params=['nope']", lambda: pt.HessianOperator(mlp(), LOSS, DATA, params=["nope"]), ValueError, "params"),
     row("HessianOperator", "no prunable weights", lambda: pt.HessianOperator(no_prunable(), LOSS, DATA), ValueError, "prunable"),
     row("HessianOperator", "batchnorm='x'", lambda: pt.HessianOperator(mlp(), LOSS, DATA, batchnorm="x"), ValueError, "batchnorm"),
+    row("HessianOperator", "cache_bytes=-1", lambda: pt.HessianOperator(mlp(), LOSS, DATA, cache_bytes=-1), ValueError, "cache_bytes"),
+    row("HessianOperator", "cache_bytes='1GB'", lambda: pt.HessianOperator(mlp(), LOSS, DATA, cache_bytes="1GB"), TypeError, "cache_bytes"),
     row("HessianOperator", "v of length dim+1", lambda: H() @ torch.zeros(73, dtype=torch.float64), ValueError, r"v must have shape \(72,\)"),
     row("HessianOperator", "v with NaN", lambda: H() @ torch.full((72,), NAN, dtype=torch.float64), ValueError, "v must be finite"),
     row("HessianOperator", "v='x'", lambda: H() @ "x", TypeError, "v must be"),
