@@ -31,6 +31,13 @@ from .params import select_parameters
 __all__ = ["Operator", "DenseOperator", "HessianOperator", "as_operator"]
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite: one reduction (a sum is finite iff its terms are,
+    unless finite terms overflow, which the elementwise check then settles); ``torch.isfinite``
+    allocates and reads several full-size temporaries."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 class Operator:
     """Base class of symmetric linear operators on ``R^dim``.
 
@@ -63,8 +70,14 @@ class Operator:
             raise TypeError(f"v must be a floating tensor, got dtype {v.dtype}")
         if v.dim() == 2 and v.shape[1] == 0:
             return v.clone()
-        if not torch.isfinite(v).all():
+        if not all_finite(v):
             raise ValueError("v must be finite, got NaN or inf entries")
+        return self._product(v)
+
+    def _product(self, v: torch.Tensor) -> torch.Tensor:
+        """``self @ v`` without the argument checks (for callers whose ``v`` is known to be
+        finite and of the right shape, e.g. the Lanczos recurrence). Layout-preserving: a ``v``
+        that is the transpose of a contiguous ``(K, dim)`` block is passed on as such."""
         out_dtype, out_device = v.dtype, v.device
         V = v.reshape(self.dim, -1).to(device=self.device, dtype=self.dtype)
         out = self._matmat(V)
@@ -454,13 +467,14 @@ class HessianOperator(Operator):
                     self._cache = cache  # kept only once the whole pass fitted in the budget
         total, count = self._reduce(total, count)  # (K, dim), contiguous for all_reduce
         self.num_samples = count
-        return (total / count).to(self.dtype).T.contiguous()
+        # the float64 accumulator, transposed: (dim, K) with each column contiguous (the
+        # Lanczos layout); Operator._product casts it once to the dtype asked for
+        return total.div_(count).T
 
     @staticmethod
     def _check_finite(total: torch.Tensor, index: int) -> None:
-        # the running total is finite iff every batch product so far was: one reduction (no
-        # temporaries) per batch; the elementwise check only confirms a non-finite sum
-        if not bool(torch.isfinite(total.sum())) and not bool(torch.isfinite(total).all()):
+        # the running total is finite iff every batch product so far was
+        if not all_finite(total):
             raise ValueError(f"non-finite Hessian-vector product at batch {index} of data")
 
     def _batch_hvp_func(self, w, fixed, inputs, targets, index, V):

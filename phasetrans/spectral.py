@@ -36,7 +36,7 @@ import torch
 from ._checks import check_callable, check_choice, check_float, check_int, check_seed
 from ._io import atomic_torch_save, check_path, safe_torch_load
 from .distributed import is_main_process, run_on_main_process
-from .operators import Operator, as_operator
+from .operators import Operator, all_finite, as_operator
 
 __all__ = ["Estimate", "Eigen", "SpectralDensity", "slq", "trace", "top_eigenvalues"]
 
@@ -90,16 +90,16 @@ def _apply(
     V = V.to(dtype=_F64)
     try:
         if block_size is None or V.shape[1] <= block_size:
-            out = op @ V
+            out = op._product(V)
         else:
             out = torch.cat(
-                [op @ V[:, i : i + block_size] for i in range(0, V.shape[1], block_size)], 1
+                [op._product(V[:, i : i + block_size]) for i in range(0, V.shape[1], block_size)], 1
             )
     except ValueError as exc:
         if where and "non-finite" in str(exc):
             raise ValueError(f"{exc} ({where})") from exc
         raise
-    if not bool(torch.isfinite(out).all()):
+    if not all_finite(out):
         raise ValueError(
             f"non-finite operator product (NaN or inf entries){' (' + where + ')' if where else ''}"
         )
@@ -151,8 +151,12 @@ class _Lanczos:
         self.reorth = reorth
         self.tol = tol
         dev = op.device
-        self.q = (Q0.to(device=dev, dtype=_F64) / torch.linalg.vector_norm(Q0.to(_F64), dim=0).to(dev))
-        self.q_prev = torch.zeros_like(self.q)
+        # the vectors are kept as rows, (K, dim) contiguous: the operator gets the transposed
+        # view and returns one (no transposing copies), and each probe's row is contiguous for
+        # Gram–Schmidt; checkpoints keep the (dim, K) layout of the columns
+        Q0 = Q0.to(device=dev, dtype=_F64)
+        self.Q = (Q0 / torch.linalg.vector_norm(Q0, dim=0)).T.contiguous()
+        self.Q_prev = torch.zeros_like(self.Q)
         self.beta_prev = torch.zeros(self.K, dtype=_F64, device=dev)
         self.alphas = torch.zeros(self.K, self.capacity, dtype=_F64)
         self.betas = torch.zeros(self.K, self.capacity, dtype=_F64)
@@ -169,7 +173,7 @@ class _Lanczos:
         if reorth in ("full", "partial"):
             size = self.capacity if initial is None else max(1, min(initial, self.capacity))
             self.basis = torch.empty(self.K, size, self.dim, dtype=_F64, device=dev)
-            self.basis[:, 0] = self.q.T
+            self.basis[:, 0] = self.Q
         if reorth == "partial":
             # ω estimates (CPU, float64): omega[k, i] ≈ q_jᵀ q_i, omega_prev[k, i] ≈ q_{j-1}ᵀ q_i
             self.eps = max(torch.finfo(_F64).eps, torch.finfo(op.dtype).eps
@@ -179,37 +183,39 @@ class _Lanczos:
             self.omega_prev = torch.zeros(self.K, self.capacity + 1, dtype=_F64)
             self.reorth_next = torch.zeros(self.K, dtype=torch.bool)
 
-    def _store(self, j: int, q: torch.Tensor) -> None:
+    def _store(self, j: int, Q: torch.Tensor) -> None:
         if j >= self.basis.shape[1]:  # grow geometrically, up to capacity
             size = min(self.capacity, 2 * self.basis.shape[1])
             grown = torch.empty(self.K, size, self.dim, dtype=_F64, device=self.basis.device)
             grown[:, : self.basis.shape[1]] = self.basis
             self.basis = grown
-        self.basis[:, j] = q.T
+        self.basis[:, j] = Q
 
-    def _orthogonalise(self, w: torch.Tensor, j: int, probes: list[int] | None = None) -> torch.Tensor:
-        """``w`` (dim, K) with the columns ``probes`` (default: all) orthogonalised against
+    def _row_norms(self, W: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        if len(rows) == self.K:
+            return torch.linalg.vector_norm(W, dim=1)
+        return torch.stack([torch.linalg.vector_norm(W[k]) for k in rows])
+
+    def _orthogonalise(self, W: torch.Tensor, j: int, probes: list[int] | None = None) -> torch.Tensor:
+        """The rows ``probes`` (default: all) of ``W`` (K, dim), orthogonalised in place against
         ``basis[k, :j+1]``: one classical Gram–Schmidt pass, a second one for the probes whose
-        norm fell below ``η`` times its value before the pass (DGKS). Per probe, two matrix-vector
-        products on the contiguous ``(j+1, dim)`` block (no copies of the basis; measured 2×
-        faster than a batched ``bmm`` over ``(K, j+1, dim)``)."""
+        norm fell below ``η`` times its value before the pass (DGKS). Per probe, two
+        matrix-vector products on the contiguous ``(j+1, dim)`` block (no copies of the basis;
+        measured 2× faster than a batched ``bmm`` over ``(K, j+1, dim)``)."""
         probes = list(range(self.K)) if probes is None else probes
-        if not probes:
-            return w
-        W = w.T.contiguous()  # (K, dim): rows contiguous for the products
         todo = probes
         for _ in range(2):
-            before = torch.linalg.vector_norm(W[todo], dim=1)
+            if not todo:
+                break
+            before = self._row_norms(W, todo)
             for k in todo:
                 Bk = self.basis[k, : j + 1]
                 W[k].addmv_(Bk.T, torch.mv(Bk, W[k]), alpha=-1.0)
             self.passes[todo] += 1
-            after = torch.linalg.vector_norm(W[todo], dim=1)
+            after = self._row_norms(W, todo)
             again = (after < self.ETA * before).cpu().tolist()
             todo = [k for k, a in zip(todo, again) if a]
-            if not todo:
-                break
-        return W.T.contiguous()
+        return W
 
     def _omega_step(self, j: int, alpha: torch.Tensor, beta: torch.Tensor, norm_T: torch.Tensor):
         """Simon's recurrence: the estimates ``ω_{j+1,i}`` (i ≤ j; CPU (K, capacity+1)) from
@@ -234,31 +240,35 @@ class _Lanczos:
 
     def step(self) -> None:
         j = self.steps
-        active = self.active.to(self.q.device)
-        idx = torch.nonzero(self.active).flatten()
-        w = torch.zeros_like(self.q)
-        w[:, idx.to(self.q.device)] = _apply(
-            self.op, self.q[:, idx.to(self.q.device)], where=f"Lanczos step {j}"
-        )
-        alpha = (self.q * w).sum(0)
-        w -= alpha * self.q + self.beta_prev * self.q_prev
+        dev = self.Q.device
+        active = self.active.to(dev)
+        where = f"Lanczos step {j}"
+        if bool(self.active.all()):
+            W = _apply(self.op, self.Q.T, where=where).T.contiguous()  # a view already: no copy
+        else:
+            rows = torch.nonzero(self.active).flatten().to(dev)
+            W = torch.zeros_like(self.Q)
+            W[rows] = _apply(self.op, self.Q[rows].T, where=where).T
+        alpha = torch.stack([torch.dot(q, w) for q, w in zip(self.Q, W)])  # q_kᵀ w_k (BLAS dot)
+        W.addcmul_(self.Q, alpha[:, None], value=-1.0)
+        W.addcmul_(self.Q_prev, self.beta_prev[:, None], value=-1.0)
         omega_new = None
         if self.reorth == "full":
-            w = self._orthogonalise(w, j, idx.tolist())
+            W = self._orthogonalise(W, j, torch.nonzero(self.active).flatten().tolist())
         elif self.reorth == "partial":
-            beta = torch.linalg.vector_norm(w, dim=0)
+            beta = torch.linalg.vector_norm(W, dim=1)
             norm_T = torch.maximum(self.norm_T, alpha.abs() + self.beta_prev + beta).cpu()
             omega_new = self._omega_step(j, alpha.cpu(), beta.cpu(), norm_T)
             lost = omega_new[:, : j + 1].abs().amax(1) > math.sqrt(self.eps)
             need = self.active & (lost | self.reorth_next)
             probes = torch.nonzero(need).flatten().tolist()
             if probes:
-                w = self._orthogonalise(w, j, probes)
-                beta = torch.linalg.vector_norm(w, dim=0).cpu()
+                W = self._orthogonalise(W, j, probes)
+                beta = torch.linalg.vector_norm(W, dim=1).cpu()
                 omega_new[need, : j + 1] = (self.eps * norm_T / torch.where(beta > 0, beta, 1.0))[need, None]
             # Simon: after a reorthogonalisation forced by the estimate, also the next vector
             self.reorth_next = need & ~self.reorth_next
-        beta = torch.linalg.vector_norm(w, dim=0)
+        beta = torch.linalg.vector_norm(W, dim=1)
         self.last_beta = beta.cpu()
         self.norm_T = torch.where(
             active, torch.maximum(self.norm_T, alpha.abs() + self.beta_prev + beta), self.norm_T
@@ -271,27 +281,29 @@ class _Lanczos:
             # invariant subspace found: continue with a random vector orthogonal to it, coupled
             # by β = 0 (T becomes block diagonal), so that multiple eigenvalues can be found
             r = _rademacher(self.dim, 1, int(torch.randint(0, 2**62, (1,), generator=self.gen)))
-            r = self._orthogonalise(r.to(self.q.device).repeat(1, self.K), j)
-            r = r / torch.linalg.vector_norm(r, dim=0)
+            R = self._orthogonalise(r.T.to(dev).repeat(self.K, 1), j)
+            R /= torch.linalg.vector_norm(R, dim=1, keepdim=True)
             self.betas[:, j] = 0.0
-            self.q_prev, self.q = self.q, r
+            self.Q_prev, self.Q = self.Q, R
             self.beta_prev = torch.zeros_like(beta)
-            self._store(j + 1, r)
+            self._store(j + 1, R)
             return
         self.active &= ~broke.cpu()
         if self.steps >= self.capacity:
             self.active[:] = False
             return
-        keep = self.active.to(self.q.device)
+        keep = self.active.to(dev)
         beta = torch.where(keep, beta, 0.0)
         self.betas[:, j] = beta.cpu()
-        q_new = torch.where(keep, w / torch.where(keep, beta, 1.0), 0.0)
-        self.q_prev, self.q, self.beta_prev = self.q, q_new, beta
+        W /= torch.where(keep, beta, 1.0)[:, None]  # q_{j+1} = w / β_j, in place
+        if not bool(self.active.all()):
+            W[~keep] = 0.0
+        self.Q_prev, self.Q, self.beta_prev = self.Q, W, beta
         if omega_new is not None:
             omega_new[:, j + 1] = 1.0
             self.omega_prev, self.omega = self.omega, omega_new
         if self.basis is not None:
-            self._store(j + 1, q_new)
+            self._store(j + 1, W)
 
     def run(self, steps: int) -> None:
         while not self.done and self.steps < steps:
@@ -310,6 +322,23 @@ class _Lanczos:
         return out
 
     # -- checkpointing: plain CPU tensors only (loadable with weights_only=True) --------------
+    # checkpoints store the current and previous vectors as columns, (dim, K)
+    @property
+    def q(self) -> torch.Tensor:
+        return self.Q.T
+
+    @q.setter
+    def q(self, value: torch.Tensor) -> None:
+        self.Q = value.T.contiguous()
+
+    @property
+    def q_prev(self) -> torch.Tensor:
+        return self.Q_prev.T
+
+    @q_prev.setter
+    def q_prev(self, value: torch.Tensor) -> None:
+        self.Q_prev = value.T.contiguous()
+
     _STATE = ("q", "q_prev", "beta_prev", "alphas", "betas", "lengths", "active", "norm_T",
               "last_beta")
     _PARTIAL_STATE = ("omega", "omega_prev", "reorth_next")
