@@ -11,7 +11,8 @@ D = 85,002, K = 8 probes, 40 steps), so that only the recurrence and the Gram-Sc
 Also prints the Gram-Schmidt passes per probe and the largest node difference to ``full``.
 Interleaved, best of ``--repeat``.
 
-Run: python bench/lanczos_reorth.py [--threads 2] [--repeat 3]
+Run: python bench/lanczos_reorth.py [--threads 2] [--repeat 3] [--dim 85002] [--probes 8] [--steps 40]
+     [--dtype float64]  (ResNet-18 size: --dim 11173962 --probes 4 --steps 10 --dtype float32)
 """
 
 from __future__ import annotations
@@ -32,19 +33,19 @@ from phasetrans.operators import Operator  # noqa: E402
 
 class Diag(Operator):
     def __init__(self, d):
-        self.d, self.dim, self.dtype, self.device = d, d.numel(), torch.float64, torch.device("cpu")
+        self.d, self.dim, self.dtype, self.device = d, d.numel(), d.dtype, torch.device("cpu")
 
     def _matmat(self, V):
         return self.d[:, None] * V
 
 
-def two_pass_bmm(self, w, j, probes=None):
-    """The old ``_Lanczos._orthogonalise``: two passes, batched over all probes."""
+def two_pass_bmm(self, W, j, probes=None):
+    """The old ``_Lanczos._orthogonalise``: two passes, batched over all probes (rows ``W``)."""
     B = self.basis[:, : j + 1]
     for _ in range(2):
-        c = torch.bmm(B, w.T.unsqueeze(-1))
-        w = w - torch.bmm(B.transpose(1, 2), c).squeeze(-1).T
-    return w
+        c = torch.bmm(B, W.unsqueeze(-1))
+        W = W - torch.bmm(B.transpose(1, 2), c).squeeze(-1)
+    return W
 
 
 def main():
@@ -53,9 +54,13 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=85002)
+    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"),
+                        help="the operator's dtype (float32: a float32 model's products)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    op = Diag(torch.linspace(-1, 10, 85002, dtype=torch.float64) ** 3)
+    op = Diag(torch.linspace(-1, 10, args.dim, dtype=getattr(torch, args.dtype)) ** 3)
+    print(f"diagonal operator, D = {args.dim}, {args.dtype}; {args.probes} probes x {args.steps} steps")
     orig = sp._Lanczos._orthogonalise
 
     def run(reorth, orth=orig):
