@@ -247,7 +247,9 @@ class HessianOperator(Operator):
         nothing: if the graphs of the whole data outgrow the budget, none is kept. Default
         (``None``): 1 GiB on CPU, a quarter of the free memory on a GPU. ``0`` turns it off. The
         kept graphs follow the model: a changed parameter or buffer (in place or replaced)
-        rebuilds them; after changing the *data*, call :meth:`clear_cache`.
+        rebuilds them; after changing the *data*, call :meth:`clear_cache`. Kept graphs fix the
+        batches of the first pass: a shuffling DataLoader gives the same ``H`` (same samples), and
+        random augmentation is frozen at its first draw (a fixed matrix, as Lanczos needs).
 
     Examples
     --------
