@@ -587,3 +587,30 @@ def test_partial_reorth_network(net):
     lz = lanczos(H, "partial", m, K, seed=1)
     assert float(lz.orthogonality().max()) <= 1e-7
     assert int(lz.passes.max()) < m
+
+
+def test_slq_basis_budget_groups_probes_and_refuses_what_cannot_fit():
+    A = sym_matrix(torch.linspace(-1.0, 3.0, 60, dtype=F64), seed=3)
+    full = pt.slq(A, num_steps=20, num_probes=6, seed=1)
+    grouped = pt.slq(A, num_steps=20, num_probes=6, seed=1, basis_bytes=20 * 60 * 8 * 4)  # 4 fit
+    assert torch.allclose(grouped.nodes, full.nodes, rtol=0, atol=1e-12)
+    assert torch.allclose(grouped.weights, full.weights, rtol=0, atol=1e-12)
+    assert torch.equal(grouped.lengths, full.lengths)
+    with pytest.raises(ValueError, match="basis_bytes"):
+        pt.slq(A, num_steps=20, num_probes=6, basis_bytes=20 * 60 * 8 - 1)
+    none = pt.slq(A, num_steps=20, num_probes=6, seed=1, reorth="none", basis_bytes=1)  # no basis
+    assert none.nodes.shape == (6, 20)
+
+
+class _Huge(pt.operators.Operator):
+    """dim 10**9: only the memory check may run, never a product."""
+
+    dim, dtype, device = 10**9, torch.float32, torch.device("cpu")
+
+    def _matmat(self, V):  # pragma: no cover - must not be reached
+        raise AssertionError("no product expected")
+
+
+def test_slq_default_budget_refuses_a_basis_larger_than_memory_before_allocating():
+    with pytest.raises(ValueError, match="available memory"):
+        pt.slq(_Huge(), num_steps=80, num_probes=10)
