@@ -683,7 +683,7 @@ def slq(
     A non-finite product raises ``ValueError`` naming the Lanczos step (and the data batch).
 
     ``basis_bytes``: memory budget for the stored Lanczos vectors of ``"full"``/``"partial"``
-    (``min(m, D) · D`` float64 per probe; 71 GiB for ResNet-18's 11.2M weights with 10 probes and
+    (``min(m, D) · D`` float64 per probe; 67 GiB for ResNet-18's 11.2M weights with 10 probes and
     80 steps). When all probes do not fit, they run in lock-step groups of as many as fit, one
     group after the other (same probes, same result to rounding; more data passes). Default: half
     of the available memory (``MemAvailable``, or the GPU's free memory). A budget below one
