@@ -44,6 +44,11 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, task: str) -> No
         if task == "all":
             density = pt.slq(H, num_steps=12, num_probes=3, seed=4)
             result["nodes"], result["weights"] = density.nodes, density.weights
+            # per-rank memory budgets that differ (2 probes' bases on rank 0, 3 on rank 1): the
+            # ranks must agree on one grouping, or their all-reduced products would not pair up
+            per_probe = 12 * H.dim * 8
+            grouped = pt.slq(H, num_steps=12, num_probes=3, seed=4, basis_bytes=(2 + rank) * per_probe)
+            result["grouped_nodes"], result["grouped_weights"] = grouped.nodes, grouped.weights
             est = pt.trace(H, method="hutchinson", num_matvecs=20, seed=2)
             result["trace"] = (est.value, est.stderr)
             top = pt.top_eigenvalues(H, k=2, seed=1)

@@ -64,7 +64,10 @@ def test_two_ranks_match_single_process(two_rank_results):
     density = pt.slq(H, num_steps=12, num_probes=3, seed=4)
     est = pt.trace(H, method="hutchinson", num_matvecs=20, seed=2)
     top = pt.top_eigenvalues(H, k=2, seed=1)
+    grouped = pt.slq(H, num_steps=12, num_probes=3, seed=4, basis_bytes=2 * 12 * H.dim * 8)
     for r in results:
+        assert torch.allclose(r["grouped_nodes"], grouped.nodes, rtol=1e-9, atol=1e-12)
+        assert torch.allclose(r["grouped_weights"], grouped.weights, rtol=1e-9, atol=1e-12)
         assert torch.allclose(r["nodes"], density.nodes, rtol=1e-9, atol=1e-12)
         assert torch.allclose(r["weights"], density.weights, rtol=1e-9, atol=1e-12)
         assert abs(r["trace"][0] - est.value) <= 1e-9 * abs(est.value)
@@ -94,7 +97,7 @@ def test_two_ranks_match_single_process(two_rank_results):
         assert [p[0] for p in r["threshold"][1]] == [p[0] for p in found.points]
         assert [a for a, _ in r["sweep"]] == [a for a, _ in sweep_ref]
         assert all(abs(m - mr) <= 1e-12 * abs(mr) for (_, m), (_, mr) in zip(r["sweep"], sweep_ref))
-    for key in ("nodes", "weights", "top"):
+    for key in ("nodes", "weights", "grouped_nodes", "grouped_weights", "top"):
         assert torch.equal(torch.as_tensor(results[0][key]), torch.as_tensor(results[1][key]))
     assert results[0]["trace"] == results[1]["trace"]
 
