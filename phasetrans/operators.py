@@ -428,10 +428,12 @@ class HessianOperator(Operator):
             self._cache = None
         if self._cache_refused_key is not None and self._cache_refused_key != key:
             self._cache_refused_key = None
-        may_cache = (
-            self.method != "func" and self._cache is None and self._cache_refused_key is None
-            and self._cache_budget() > 0
+        budget = (
+            self._cache_budget()
+            if self.method != "func" and self._cache is None and self._cache_refused_key is None
+            else 0
         )
+        may_cache = budget > 0
         method = self.method
         if method == "auto":
             method = "backward" if (K == 1 or self._cache is not None or may_cache) else "func"
@@ -455,7 +457,7 @@ class HessianOperator(Operator):
                         self._check_finite(total, index)
                         count += size
                 else:
-                    cache = _GraphCache(key, self._cache_budget(), self.model) if may_cache else None
+                    cache = _GraphCache(key, budget, self.model) if may_cache else None
                     named = dict(self.model.named_parameters())
                     leaves = [named[n].detach() for n in self.param_names]
                     for index, size, (inputs, targets) in self._batches():
