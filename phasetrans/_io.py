@@ -167,3 +167,34 @@ def safe_torch_load(path: str | os.PathLike, name: str = "checkpoint") -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ValueError(f"{name}: could not read {str(p)!r} (corrupt or not a torch file): {exc}") from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    kind: str,
+    meta: dict[str, Any],
+    caller: str,
+    mismatch_hints: dict[tuple[str, ...], str] | None = None,
+) -> dict[str, Any] | None:
+    """The dict a run of ``caller`` saved at ``path`` (``None`` when there is no file), loaded
+    with :func:`safe_torch_load`. ``ValueError`` when the file is not of this ``kind``, or when
+    its recorded arguments differ from ``meta`` (the message lists each difference, or is the
+    hint in ``mismatch_hints`` for exactly that sorted tuple of differing keys). ``caller`` is
+    the name with its article, e.g. ``"an slq"``."""
+    if not os.path.exists(path):
+        return None
+    obj = safe_torch_load(path, "checkpoint")
+    name = caller.split(" ", 1)[1]
+    if not isinstance(obj, dict) or obj.get("kind") != kind or "meta" not in obj:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a phasetrans {name} checkpoint")
+    if obj["meta"] != meta:
+        diff = sorted(k for k in set(meta) | set(obj["meta"]) if obj["meta"].get(k) != meta.get(k))
+        hint = (mismatch_hints or {}).get(tuple(diff))
+        if hint is not None:
+            raise ValueError(f"checkpoint: {str(path)!r} {hint}")
+        detail = ", ".join(f"{k}: file {obj['meta'].get(k)!r} vs call {meta.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"checkpoint: {str(path)!r} was written by {caller} call with different arguments "
+            f"({detail}); use another path or delete the file"
+        )
+    return obj

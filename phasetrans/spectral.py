@@ -34,7 +34,7 @@ import scipy.linalg
 import torch
 
 from ._checks import check_callable, check_choice, check_float, check_int, check_seed
-from ._io import atomic_torch_save, check_path, safe_torch_load
+from ._io import atomic_torch_save, check_path, load_checkpoint
 from .distributed import all_gather_list, is_main_process, run_on_main_process
 from .operators import Operator, all_finite, as_operator
 
@@ -628,19 +628,8 @@ def _operator_fingerprint(op: Operator) -> str | None:
 
 
 def _load_slq_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
-    if not os.path.exists(path):
-        return None
-    obj = safe_torch_load(path, "checkpoint")
-    if not isinstance(obj, dict) or obj.get("kind") != _SLQ_KIND or "meta" not in obj:
-        raise ValueError(f"checkpoint: {str(path)!r} is not a phasetrans slq checkpoint")
-    if obj["meta"] != meta:
-        diff = sorted(k for k in set(meta) | set(obj["meta"]) if obj["meta"].get(k) != meta.get(k))
-        detail = ", ".join(f"{k}: file {obj['meta'].get(k)!r} vs call {meta.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"checkpoint: {str(path)!r} was written by an slq call with different arguments "
-            f"({detail}); use another path or delete the file"
-        )
-    return obj["state"]
+    obj = load_checkpoint(path, _SLQ_KIND, meta, "an slq")
+    return None if obj is None else obj["state"]
 
 
 def slq(

@@ -31,7 +31,7 @@ from ._checks import (
     preserve_model,
     snapshot_grads_and_modes,
 )
-from ._io import atomic_torch_save, check_path, safe_torch_load
+from ._io import atomic_torch_save, check_path, load_checkpoint
 from .distributed import is_main_process
 from .params import select_parameters
 
@@ -122,25 +122,9 @@ def _is_plain(x: Any) -> bool:
 
 
 def _load_train_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
-    if not os.path.exists(path):
-        return None
-    obj = safe_torch_load(path, "checkpoint")
-    if not isinstance(obj, dict) or obj.get("kind") != _TRAIN_KIND or "meta" not in obj:
-        raise ValueError(f"checkpoint: {str(path)!r} is not a phasetrans train_l1 checkpoint")
-    if obj["meta"] != meta:
-        diff = sorted(k for k in set(meta) | set(obj["meta"]) if obj["meta"].get(k) != meta.get(k))
-        if diff == ["initial_state"]:
-            raise ValueError(
-                f"checkpoint: {str(path)!r} was written by a run that started from different "
-                f"model weights; pass the model as it was when that run started (e.g. rebuilt "
-                f"with the same seed), or use another path"
-            )
-        detail = ", ".join(f"{k}: file {obj['meta'].get(k)!r} vs call {meta.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"checkpoint: {str(path)!r} was written by a train_l1 call with different arguments "
-            f"({detail}); use another path or delete the file"
-        )
-    return obj
+    hint = ("was written by a run that started from different model weights; pass the model as "
+            "it was when that run started (e.g. rebuilt with the same seed), or use another path")
+    return load_checkpoint(path, _TRAIN_KIND, meta, "a train_l1", {("initial_state",): hint})
 
 
 def train_l1(
