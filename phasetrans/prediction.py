@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._bisect import last_true
 from ._checks import check_choice, check_float, check_int, check_model, check_seed, preserve_model
 from ._io import to_jsonable
 from .geometry import kinematic_window, projected_width_sq
@@ -382,14 +383,8 @@ def _solve(mag: MagnitudeCurve, phi: _Phi) -> tuple[float, int]:
     the step, else at the jump ``(k−1)/D``. ``log2(D) + 2`` evaluations of Φ.
     """
     D = mag.dim
-    lo, hi = 0, D  # g(lo/D) < 0 (lo = 0 always), the answer k lies in (lo, hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if mid / D - phi(mag.radius_at_count(mid)) >= 0:
-            hi = mid
-        else:
-            lo = mid
-    k = hi
+    # g(0) < 0 and g(1) ≥ 0: k is one past the last count with g(k/D) < 0 (`not >=`, as NaN was)
+    k = last_true(lambda j: not (j / D - phi(mag.radius_at_count(j)) >= 0), 0, D) + 1
     phi_k = float(phi(mag.radius_at_count(k)))
     s = min(k / D, max((k - 1) / D, phi_k))
     return s, k

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._bisect import last_true
 from ._checks import (
     check_callable,
     check_float,
@@ -168,13 +169,7 @@ def find_threshold(
                 return False
             return m > baseline - tolerance if strict else m >= baseline - tolerance
 
-        lo, hi = 0, M  # invariant (assumed at the ends): lo holds, hi fails
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if holds(mid):
-                lo = mid
-            else:
-                hi = mid
+        lo = last_true(holds, 0, M)  # assumed at the ends: 0 holds, M fails
         best = lo if (lo > 0 or (0 in metrics and holds(0))) else None
         start = lo
         moved = True

@@ -38,6 +38,7 @@ from torch import nn
 
 from . import data as pt_data
 from . import models as pt_models
+from ._bisect import last_true
 from ._io import atomic_write_json, atomic_write_text
 from .operators import DenseOperator, HessianOperator
 from .prediction import critical_sparsity, estimate_eps, estimate_zero_mass
@@ -129,16 +130,7 @@ def schur_refit_loss(H: np.ndarray, w: np.ndarray, keep: np.ndarray) -> float:
 
 def _largest_holding(holds, D: int) -> int:
     """Largest ``k`` in [0, D] with ``holds(k)`` for a monotone predicate true at 0 (bisection)."""
-    if holds(D):
-        return D
-    lo, hi = 0, D
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if holds(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return D if holds(D) else last_true(holds, 0, D)
 
 
 def quadratic_thresholds(H: np.ndarray, w: np.ndarray, eps: float) -> dict:
