@@ -591,12 +591,9 @@ def _summary(cases: list[dict]) -> dict:
 
 
 def _fig_scatter(cases, path):
-    from matplotlib.figure import Figure
+    from .plots import _new_axes, save_figure_atomic
 
-    from .plots import save_figure_atomic
-
-    fig = Figure(figsize=(5.6, 5.2), dpi=110, layout="constrained")
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = _new_axes(None, (5.6, 5.2))
     lo = min(min(c["predicted"], c["measured_oneshot"]) for c in cases) - 0.05
     lo = max(0.0, lo)
     xs = np.linspace(lo, 1, 50)
@@ -623,12 +620,9 @@ def _fig_scatter(cases, path):
 
 
 def _fig_curve(case, path):
-    from matplotlib.figure import Figure
+    from .plots import _new_axes, save_figure_atomic
 
-    from .plots import save_figure_atomic
-
-    fig = Figure(figsize=(6.8, 4.2), dpi=110, layout="constrained")
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = _new_axes(None, (6.8, 4.2))
     cv = case["curve"]
     s = np.asarray(cv["sparsity"])
     ax.axvspan(case["lower"], case["upper"], color="tab:red", alpha=0.12, label="predicted window")
@@ -661,12 +655,9 @@ def _fig_curve(case, path):
 
 
 def _fig_l1(rows, path):
-    from matplotlib.figure import Figure
+    from .plots import _new_axes, save_figure_atomic
 
-    from .plots import save_figure_atomic
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = _new_axes(None, (6.4, 4.2))
     x = np.arange(len(rows))
     ax.fill_between(x, [r["lower"] for r in rows], [r["upper"] for r in rows], color="tab:red", alpha=0.12,
                     label="predicted window")
