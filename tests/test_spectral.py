@@ -16,14 +16,13 @@ from torch import nn
 
 import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
+from phasetrans.linalg.lanczos import Lanczos, breakdown_tol
+from phasetrans.linalg.probes import rademacher
 from phasetrans.operators import Operator
 from phasetrans.spectral import (
     Eigen,
     Estimate,
     SpectralDensity,
-    _breakdown_tol,
-    _Lanczos,
-    _rademacher,
     slq,
     top_eigenvalues,
     trace,
@@ -60,7 +59,7 @@ def test_gauss_quadrature_is_exact_for_low_degree_polynomials(reorth):
     n, m, K = 60, 8, 3
     A = sym_matrix(torch.linspace(-1.0, 2.0, n), seed=1)
     sd = slq(A, num_steps=m, num_probes=K, seed=3, reorth=reorth)
-    q = _rademacher(n, K, 3) / math.sqrt(n)
+    q = rademacher(n, K, 3) / math.sqrt(n)
     evals, evecs = torch.linalg.eigh(A)
     coeff = (evecs.T @ q) ** 2  # (n, K)
     for p in range(2 * m):
@@ -111,7 +110,7 @@ def test_breakdown_dim_smaller_than_steps_gives_exact_eigenvalues():
     assert torch.all(sd.weights[:, n:] == 0)
     assert torch.all(sd.nodes[:, n:] == sd.nodes[:, n - 1 : n])  # padded with the last node
     # the rule is then exact for every f: q_kᵀ f(H) q_k
-    q = _rademacher(n, 4, 0) / math.sqrt(n)
+    q = rademacher(n, 4, 0) / math.sqrt(n)
     evals, evecs = torch.linalg.eigh(A)
     f = torch.exp
     exact = ((evecs.T @ q) ** 2 * f(evals)[:, None]).sum(0)
@@ -132,7 +131,7 @@ def test_breakdown_invariant_subspace_per_probe():
     distinct = torch.tensor([-1.0, 0.5, 2.0, 3.0], dtype=F64)
     assert torch.allclose(sd.nodes[:, :4], distinct.expand(3, 4), rtol=0, atol=1e-12)
     # weights = ‖P_i q‖², the mass of each eigenspace seen by the probe
-    q = _rademacher(40, 3, 0) / math.sqrt(40)
+    q = rademacher(40, 3, 0) / math.sqrt(40)
     evals, evecs = torch.linalg.eigh(A)
     proj = (evecs.T @ q) ** 2
     mass = torch.stack([proj[(evals - d).abs() < 1e-8].sum(0) for d in distinct], 1)
@@ -236,7 +235,7 @@ def test_xtrace_matches_its_definition(case):
         A, m = sym_matrix(torch.linspace(-1.0, 2.0, 6), 10), 10
     op = Counting(A)
     est = trace(op, "xtrace", num_matvecs=2 * m, seed=4)
-    Omega = _rademacher(A.shape[0], m, 4)
+    Omega = rademacher(A.shape[0], m, 4)
     ref = naive_xtrace(A, Omega)
     assert est.value == pytest.approx(float(ref.mean()), rel=1e-10, abs=1e-12)
     assert est.stderr == pytest.approx(float(ref.std()) / math.sqrt(m), rel=1e-6, abs=1e-12)
@@ -247,13 +246,13 @@ def test_xtrace_matches_its_definition(case):
 
 def test_hutchinson_and_hutchpp_match_their_formulas():
     A = sym_matrix(torch.linspace(-1.0, 4.0, 30) ** 3, seed=11)
-    Z = _rademacher(30, 50, 2)
+    Z = rademacher(30, 50, 2)
     samples = (Z * (A @ Z)).sum(0)
     h = trace(A, "hutchinson", num_matvecs=50, seed=2)
     assert h.value == pytest.approx(float(samples.mean()), rel=1e-13)
     assert h.stderr == pytest.approx(float(samples.std()) / math.sqrt(50), rel=1e-12)
     # Hutch++ with 3·4 + 1 products: 4 sketch vectors, 5 residual samples
-    V = _rademacher(30, 9, 5)
+    V = rademacher(30, 9, 5)
     Q, _ = torch.linalg.qr(A @ V[:, :4])
     G = V[:, 4:] - Q @ (Q.T @ V[:, 4:])
     res = (G * (A @ G)).sum(0)
@@ -280,6 +279,29 @@ def test_trace_blocks_of_columns():
     op.calls.clear()
     trace(op, "xtrace", num_matvecs=30, block_size=4)
     assert sum(op.calls) <= 30 and max(op.calls) <= 4
+
+
+def test_trace_estimators_are_functions_behind_the_dispatcher():
+    from phasetrans.linalg.trace import ESTIMATORS, hutchinson, hutchpp, xtrace
+
+    assert ESTIMATORS == {"hutchinson": hutchinson, "hutch++": hutchpp, "xtrace": xtrace}
+    A = sym_matrix(torch.linspace(-1.0, 2.0, 20) ** 3, seed=21)
+    for method, fn in ESTIMATORS.items():
+        direct = fn(A, num_matvecs=13, seed=3, block_size=5)
+        assert isinstance(direct, Estimate)
+        assert direct == trace(A, method, num_matvecs=13, seed=3, block_size=5)  # bit for bit
+        assert direct == fn(A.numpy(), 13, 3, 5)
+    # each checks its own arguments, with the dispatcher's messages
+    for fn, least in ((hutchinson, 2), (hutchpp, 4), (xtrace, 4)):
+        with pytest.raises(ValueError, match="num_matvecs"):
+            fn(A, num_matvecs=least - 1)
+        fn(A, num_matvecs=least)
+        with pytest.raises(ValueError, match="block_size"):
+            fn(A, block_size=0)
+        with pytest.raises(TypeError, match="H must be"):
+            fn("A")
+    with pytest.raises(ValueError, match="method"):
+        trace(A, "hutch")
 
 
 def test_xtrace_beats_hutchinson_on_fast_decay():
@@ -355,8 +377,8 @@ def wide_matrix(n=300, seed=0):
 
 def lanczos(H, reorth, steps, probes, seed=0):
     op = pt.operators.as_operator(H)
-    lz = _Lanczos(op, _rademacher(op.dim, probes, seed) / math.sqrt(op.dim), steps, reorth,
-                  _breakdown_tol(op))
+    lz = Lanczos(op, rademacher(op.dim, probes, seed) / math.sqrt(op.dim), steps, reorth,
+                 breakdown_tol(op))
     lz.run(steps)
     return lz
 
@@ -560,7 +582,7 @@ def test_traces_network(net):
     h = trace(H, "hutchinson", num_matvecs=100, seed=0)
     assert fingerprints_equal(before, model_fingerprint(model))
     assert abs(h.value - exact) <= 4 * h.stderr
-    Z = _rademacher(H.dim, 100, 0)
+    Z = rademacher(H.dim, 100, 0)
     assert h.value == pytest.approx(float((Z * (dense @ Z)).sum(0).mean()), rel=1e-10)
     for method in ("hutch++", "xtrace"):
         trace(H, method, num_matvecs=12, seed=0)

@@ -1,0 +1,112 @@
+"""The dataset-mean loss as a loop over batches: modes, functional loss, size-weighted sums.
+
+The quantities of the dataset-mean loss weight each batch by its size (THEORY §6)::
+
+    L = sum_b (|b| / N) L_b,        N = sum_b |b|
+
+so an uneven last batch is exact. Data-parallel: each rank loops over its shard, and the sums and
+sample counts are all-reduced (:func:`reduce_sum`), per-batch values all-gathered
+(:func:`gather_batches`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .._batches import batch_size, move_batch
+
+__all__ = [
+    "BatchNormMode", "BATCHNORM_TYPES", "batchnorm_modes", "fixed_state", "batch_loss",
+    "check_batch_loss", "sized_batches", "reduce_sum", "gather_batches",
+]
+
+BatchNormMode = Literal["eval", "train"]
+
+BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+@contextlib.contextmanager
+def batchnorm_modes(model: nn.Module, batchnorm: BatchNormMode) -> Iterator[None]:
+    """Eval mode for the whole model during a pass (BatchNorm in train mode with
+    ``batchnorm="train"``); every module's mode is put back afterwards."""
+    saved = [(m, m.training) for m in model.modules()]
+    for m in model.modules():
+        m.training = batchnorm == "train" and isinstance(m, BATCHNORM_TYPES)
+    try:
+        yield
+    finally:
+        for m, mode in saved:
+            m.training = mode
+
+
+def fixed_state(model: nn.Module, param_names: list[str], batchnorm: BatchNormMode) -> dict[str, torch.Tensor]:
+    """The parameters not in ``param_names`` and the buffers, detached (buffers copied with
+    ``batchnorm="train"``, so that nothing done in a forward pass can touch the user's buffers)."""
+    state = {n: p.detach() for n, p in model.named_parameters() if n not in param_names}
+    for n, b in model.named_buffers():
+        state[n] = b.detach().clone() if batchnorm == "train" else b.detach()
+    return state
+
+
+def batch_loss(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    params: dict[str, torch.Tensor],
+    fixed: dict,
+    inputs: Any,
+    targets: Any,
+) -> torch.Tensor:
+    """The batch loss with the selected parameters taken from ``params`` (name -> tensor)
+    and the others from ``fixed`` (``torch.func.functional_call``: the model is not modified)."""
+    state = dict(fixed)
+    state.update(params)
+    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    outputs = functional_call(model, state, args)
+    return loss_fn(outputs, targets)
+
+
+def check_batch_loss(loss: torch.Tensor, index: int) -> None:
+    """``TypeError`` unless ``loss`` is a scalar tensor, ``ValueError`` if it is not finite."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise TypeError(
+            f"loss_fn must return a scalar tensor (the batch mean), got "
+            f"{type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}"
+            f" at batch {index}"
+        )
+    if not torch.isfinite(loss).all():
+        raise ValueError(f"non-finite loss ({loss.item()}) at batch {index} of data")
+
+
+def sized_batches(data: Any, device: torch.device, dtype: torch.dtype):
+    """``(index, size, (inputs, targets))`` per batch of ``data``, moved to ``device``/``dtype``."""
+    for index, (inputs, targets) in enumerate(data):
+        yield index, batch_size(inputs), move_batch(inputs, targets, device, dtype)
+
+
+def reduce_sum(total: torch.Tensor, count: int, distributed: bool) -> tuple[torch.Tensor, int]:
+    """The size-weighted sum ``total`` (in place) and the sample ``count``, summed over ranks."""
+    if not distributed:
+        return total, count
+    import torch.distributed as dist
+
+    n = torch.tensor([float(count)], dtype=torch.float64, device=total.device)
+    dist.all_reduce(total)
+    dist.all_reduce(n)
+    return total, int(round(n.item()))
+
+
+def gather_batches(
+    losses: list[float], sizes: list[int], distributed: bool
+) -> tuple[list[float], list[int]]:
+    """Per-batch losses and sizes of every rank, in rank order, on every rank."""
+    if not distributed:
+        return losses, sizes
+    from ..distributed import all_gather_list
+
+    return all_gather_list(losses), all_gather_list(sizes)

@@ -1,0 +1,96 @@
+"""Graph reuse for :class:`~phasetrans.linalg.hessian.HessianOperator`: kept per-batch gradient
+graphs, their memory, the state they are valid for, and the product of one graph with columns.
+
+Each batch's gradient graph ``g_b = ∇L_b(w)`` (built with ``create_graph=True``) gives
+``H_b v`` as one backward of ``g_b`` with ``grad_outputs = v`` (Pearlmutter 1994); keeping the
+graphs across products saves the forward and the first backward: about 2 gradient passes per
+column instead of 3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["GraphCache", "state_key", "default_budget", "apply_graph"]
+
+
+class GraphCache:
+    """Kept per-batch gradient graphs of a :class:`HessianOperator` (graph reuse), with the
+    bytes they hold: every storage the graphs save (counted once, through
+    ``torch.autograd.graph.saved_tensors_hooks``; parameter storages excluded) plus the
+    gradients themselves."""
+
+    def __init__(self, key: tuple, budget: int, model: nn.Module):
+        self.key = key
+        self.budget = budget
+        self.nbytes = 0
+        self.entries: list[tuple[int, int, list, tuple]] = []
+        # the model's own storages (the graph's leaves alias the parameters) are not new memory
+        self._seen: set[int] = {
+            t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]
+        }
+
+    def counting_hooks(self):
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in self._seen:
+                self._seen.add(ptr)
+                self.nbytes += storage.nbytes()
+            return t
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+    def add(self, index: int, size: int, ws: list, gs: tuple) -> bool:
+        """Keep one batch's graph; ``False`` (and nothing kept) once over the budget."""
+        self.nbytes += sum(g.numel() * g.element_size() for g in gs)
+        if self.nbytes > self.budget:
+            self.entries.clear()
+            return False
+        self.entries.append((index, size, ws, gs))
+        return True
+
+
+def state_key(model: nn.Module) -> tuple:
+    """Identity of everything a kept graph depends on besides the data: each parameter's and
+    buffer's object, storage, version counter (bumped by in-place changes), shape and dtype."""
+    return tuple(
+        (name, id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
+        for name, t in [*model.named_parameters(), *model.named_buffers()]
+    )
+
+
+def default_budget(device: torch.device) -> int:
+    """The default memory budget of the kept graphs: a quarter of a GPU's free memory, 1 GiB on CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    return 1 << 30
+
+
+def apply_graph(
+    ws: list, gs: tuple, blocks: list, pieces: list, size: float, keep: bool,
+    chunk_size: int | None, batched: bool,
+) -> None:
+    """``size · H_b V`` added to ``pieces``: backward of the gradient graph ``gs = ∇L_b(ws)`` for
+    each column of the per-parameter ``blocks`` (one batched backward per ``chunk_size`` columns
+    when ``batched``); ``keep`` retains the graph after the last column."""
+    K = blocks[0].shape[0] if blocks else 0
+    if K > 1 and batched:
+        step = chunk_size or K
+        for lo in range(0, K, step):
+            hi = min(K, lo + step)
+            hvs = torch.autograd.grad(
+                gs, ws, grad_outputs=[b[lo:hi] for b in blocks],
+                retain_graph=keep or hi < K, is_grads_batched=True,
+            )
+            for piece, hv in zip(pieces, hvs):
+                piece[lo:hi].add_(hv, alpha=size)
+        return
+    for k in range(K):
+        hvs = torch.autograd.grad(
+            gs, ws, grad_outputs=[b[k] for b in blocks], retain_graph=keep or k < K - 1
+        )
+        for piece, hv in zip(pieces, hvs):
+            piece[k].add_(hv, alpha=size)
