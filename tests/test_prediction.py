@@ -4,6 +4,7 @@ small trained MLP (exact eigenvalues vs SLQ)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -24,8 +25,6 @@ from phasetrans.params import prunable_parameters
 from phasetrans.prediction import (
     MagnitudeCurve,
     Prediction,
-    _reference_density,
-    _Spectrum,
     batch_loss_std,
     critical_sparsity,
     estimate_zero_mass,
@@ -33,6 +32,9 @@ from phasetrans.prediction import (
     width_fraction,
 )
 from phasetrans.pruning import pruned
+from phasetrans.theory.critical import reference_critical_sparsity
+from phasetrans.theory.reference import reference_density
+from phasetrans.theory.spectrum import Spectrum
 
 
 # ------------------------------------------------------------------------------------------
@@ -299,8 +301,8 @@ def test_prediction_object(tmp_path):
     assert "sparsity=" in repr(p) and "window" in repr(p)
     for key in ("sort", "solve", "total"):
         assert p.timings[key] >= 0
-    fig = p.plot(path=tmp_path / "pred.png")
-    assert (tmp_path / "pred.png").stat().st_size > 0 and len(fig.axes) == 2
+    fig = p.plot(path=tmp_path / "pred.png")  # plots.plot_crossing: one Axes
+    assert (tmp_path / "pred.png").stat().st_size > 0 and len(fig.axes) == 1
     import matplotlib.pyplot as plt
 
     fig2, ax = plt.subplots()
@@ -418,11 +420,50 @@ def test_reference_emulation():
     assert 0 <= ref.sparsity < 1 and ref.uncertainty is None
 
 
+def test_prediction_is_frozen_and_the_reference_pipeline_its_own_function():
+    w, lam = synthetic(17)
+    p = critical_sparsity(w, lam, eps=0.05)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.eps_source = "batch_loss_std"
+    assert list(p.timings) == ["sort", "solve", "bootstrap", "curve", "total"]
+    via_flag = critical_sparsity(w, lam, eps=0.05, reference_emulation=True)
+    own = reference_critical_sparsity(w, lam, eps=0.05)
+    assert own.method == via_flag.method == "reference_emulation"
+    strip = lambda q: {k: v for k, v in q.to_dict().items() if k != "timings"}  # noqa: E731
+    assert strip(own) == strip(via_flag)
+    assert own.details["exact_sparsity"] == p.sparsity and own.uncertainty is None
+    assert list(own.timings) == ["sort", "solve", "bootstrap", "reference_emulation", "total"]
+
+
+def test_prediction_plot_delegates_to_the_plots_module(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from phasetrans.plots import plot_crossing
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((40, 40))
+    sd = pt.slq(DenseOperator(torch.tensor(A @ A.T / 40)), num_steps=10, num_probes=3, seed=0)
+    p = critical_sparsity(rng.standard_normal(40), sd, eps=0.05)
+    fig, ref = p.plot(), plot_crossing(p)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == ref.axes[0].get_title()
+    for got, want in zip(fig.axes[0].lines, ref.axes[0].lines, strict=True):
+        np.testing.assert_array_equal(got.get_xydata(), want.get_xydata())
+    fig2, axes = plt.subplots(1, 2)
+    assert p.plot(axes) is fig2
+    assert axes[0].get_title() == ref.axes[0].get_title()
+    assert axes[1].get_yscale() == "log" and "spectrum" in axes[1].get_title()  # plot_spectrum
+    with pytest.raises(TypeError, match="ax must be None, a matplotlib Axes, a pair of Axes or a path"):
+        p.plot(ax=3)
+    with pytest.raises(ValueError, match="path"):
+        p.plot(path=tmp_path)  # a directory
+    plt.close("all")
+
+
 def test_reference_density_reweights_nodes():
     # one probe, nodes on and between grid points: the kernel (narrower than the grid step)
     # keeps a node's mass only through the grid points near it
-    spec = _Spectrum(np.array([[0.0, 5.0]]), np.array([[0.5, 0.5]]), "slq", 10)
-    grid, density = _reference_density(spec, 1001)
+    spec = Spectrum(np.array([[0.0, 5.0]]), np.array([[0.5, 0.5]]), "slq", 10)
+    grid, density = reference_density(spec, 1001)
     dx = grid[1] - grid[0]
     mass_near = [density[np.abs(grid - x) < 3 * dx].sum() for x in (0.0, 5.0)]
     assert all(m > 0 for m in mass_near)
@@ -452,7 +493,8 @@ def test_predict_sparsity_eps_default_and_untouched():
     assert p.eps_source == "batch_loss_std" and p.trace_source == "hutchinson"
     assert p.dim == 2080 and p.uncertainty is not None
     assert fingerprints_equal(before, model_fingerprint(model))
-    assert "spectrum" in p.timings and "eps" in p.timings
+    assert list(p.timings) == ["eps", "spectrum", "trace", "solve_sort", "solve_solve",
+                               "solve_bootstrap", "solve_curve", "solve_total", "total"]
     with pytest.raises(ValueError, match="eps"):
         predict_sparsity(model, loss_fn, data[0], num_steps=5, num_probes=2)  # one batch: no std
     # spectrum_method="exact": dense eigenvalues of the same Hessian

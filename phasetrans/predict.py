@@ -1,0 +1,294 @@
+"""Predicting the critical sparsity of a trained model: the model-level layer over the theory
+(Zhang, Zhang, Sun, Liu, NeurIPS 2024). :func:`predict_sparsity` builds the dataset-level Hessian,
+estimates its spectrum (SLQ, or dense eigenvalues for small ``D``), the loss tolerance ε, the
+trace for the Jensen bound and the flat mass ``p0`` where asked, and solves ``s = Φ(R(s))``
+exactly (:func:`phasetrans.theory.critical.critical_sparsity`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_float, check_int, check_model, check_seed, preserve_model
+from ._io import to_jsonable
+from ._timing import Stopwatch
+from .operators import HessianOperator, as_operator
+from .params import ParamSelection, pruned_count
+from .theory.critical import Prediction, check_eta, critical_sparsity
+from .theory.magnitude import weights_tensor
+from .theory.spectrum import to_numpy
+from .theory.width import Negative, check_eps, check_negative, check_zero_mass
+
+__all__ = [
+    "BatchNormMode",
+    "SpectrumMethod",
+    "TraceMethod",
+    "ZeroMassEstimate",
+    "batch_loss_std",
+    "estimate_eps",
+    "estimate_zero_mass",
+    "predict_sparsity",
+]
+
+#: How batch-norm layers run while the Hessian is formed (``HessianOperator(batchnorm=...)``).
+BatchNormMode = Literal["eval", "train"]
+#: How the spectrum is estimated: stochastic Lanczos quadrature, or dense ``eigvalsh`` (small D).
+SpectrumMethod = Literal["slq", "exact"]
+#: The trace estimator for the reported Jensen bound (``spectral.trace(method=...)``).
+TraceMethod = Literal["hutchinson", "hutch++", "xtrace"]
+TRACE_METHODS: tuple[TraceMethod, ...] = ("hutchinson", "hutch++", "xtrace")
+
+
+# ------------------------------------------------------------------------------------------
+# ε and p0 from the model
+# ------------------------------------------------------------------------------------------
+def batch_loss_std(losses: Any) -> float:
+    """Default ε: the standard deviation of the mini-batch training losses at ``w*``.
+
+    Population standard deviation (``ddof=0``, unweighted by batch size), as the reference code's
+    ``np.std(loss_list)``. Needs at least two batches.
+    """
+    arr = to_numpy(losses, "losses").reshape(-1)
+    if arr.size < 2:
+        raise ValueError(
+            f"eps=None needs the losses of at least 2 mini-batches to take their standard "
+            f"deviation, got {arr.size}; split data into batches or pass eps explicitly"
+        )
+    return float(np.std(arr))
+
+
+def _eps_from_operator(H: Any) -> tuple[float, float, int]:
+    """``(ε, dataset-mean training loss, number of batches)`` from the operator's batches."""
+    losses, sizes = H.batch_losses()
+    eps = batch_loss_std(losses)
+    if not eps > 0:
+        raise ValueError("eps=None: the mini-batch losses are all equal (std 0); pass eps explicitly")
+    train_loss = float(np.dot(losses, sizes) / np.sum(sizes))
+    return eps, train_loss, len(losses)
+
+
+def estimate_eps(model: nn.Module, loss_fn: Any, data: Any, params: ParamSelection = None,
+                 batchnorm: BatchNormMode = "eval") -> float:
+    """The default loss tolerance ε: :func:`batch_loss_std` of the mini-batch training losses at
+    the current weights, batches as given by ``data`` (forward passes only; data-parallel when
+    ``torch.distributed`` is initialised). The model is unchanged."""
+    with preserve_model(check_model(model)):
+        return _eps_from_operator(HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm))[0]
+
+
+@dataclass(frozen=True)
+class ZeroMassEstimate:
+    """``fraction``: share of sampled Hessian rows with L1 norm ``< threshold``; ``row_l1``
+    the sampled rows' L1 norms; ``indices`` the sampled coordinates; ``quantiles`` their
+    sparsity levels."""
+
+    fraction: float
+    row_l1: np.ndarray
+    indices: np.ndarray
+    quantiles: np.ndarray
+    threshold: float
+
+
+def estimate_zero_mass(H: Any, weights: Any = None, num_rows: int = 100, threshold: float = 1e-7,
+                       chunk: int = 25) -> ZeroMassEstimate:
+    """Estimate the mass ``p0`` of flat directions as the reference code does (``gradient.py``):
+    sample the Hessian rows ``H e_i`` of the coordinates at the weight-magnitude quantiles
+    ``s = j/num_rows`` (``j = 0 … num_rows−1``; the ``max(1, ⌈sD⌉)``-th smallest ``|w|``, first
+    index among ties) and count rows whose L1 norm is below ``threshold``.
+
+    Differences from the reference: the row is that of the dataset-mean Hessian (batches weighted
+    by size); the reference sums per-batch absolute rows and divides by the sample count.
+    Caveat (double counting): a coordinate with a zero Hessian row is an eigenvector of
+    eigenvalue 0, which SLQ already represents through near-zero Ritz values; adding ``p0`` on
+    top counts those directions twice and inflates Φ (and s*). Use it when the SLQ spectrum
+    resolves the zero mass poorly, and compare with ``zero_mass=0``.
+
+    ``H``: an operator (e.g. ``HessianOperator``); ``weights``: the flat weights, default
+    ``H.parameters_vector()``.
+    """
+    op = as_operator(H)
+    num_rows = check_int(num_rows, "num_rows", minimum=1)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    threshold = check_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
+    if weights is None:
+        if not hasattr(op, "parameters_vector"):
+            raise ValueError("weights must be given when H is not a HessianOperator")
+        flat = op.parameters_vector()
+    else:
+        flat = weights_tensor(weights)
+    if flat.numel() != op.dim:
+        raise ValueError(f"weights has {flat.numel()} entries but H has dim {op.dim}")
+    absw = flat.detach().abs().reshape(-1).cpu()
+    D = op.dim
+    quantiles = np.arange(num_rows) / num_rows
+    indices = np.empty(num_rows, dtype=np.int64)
+    for j, s in enumerate(quantiles):
+        n = max(1, pruned_count(float(s), D))
+        value = torch.kthvalue(absw, n).values
+        indices[j] = int((absw == value).nonzero()[0].item())
+    norms = np.empty(num_rows)
+    for start in range(0, num_rows, chunk):
+        idx = indices[start : start + chunk]
+        E = torch.zeros(D, idx.size, dtype=op.dtype, device=op.device)
+        E[torch.as_tensor(idx, device=op.device), torch.arange(idx.size, device=op.device)] = 1
+        rows = op @ E
+        norms[start : start + idx.size] = rows.abs().sum(dim=0).double().cpu().numpy()
+    return ZeroMassEstimate(float(np.mean(norms < threshold)), norms, indices, quantiles, threshold)
+
+
+# ------------------------------------------------------------------------------------------
+# predict_sparsity: a list of stages
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of :func:`predict_sparsity` that its stages use."""
+
+    eps: float | None
+    num_steps: int
+    num_probes: int
+    seed: int
+    zero_mass: float | Literal["estimate"]
+    trace_method: TraceMethod | None
+    trace_matvecs: int
+    spectrum_method: SpectrumMethod
+    zero_mass_rows: int
+
+
+def _check_arguments(model: Any, eps: Any, num_steps: Any, num_probes: Any, seed: Any, eta: Any,
+                     negative: Any, zero_mass: Any, trace_method: Any, trace_matvecs: Any,
+                     bootstrap: Any, spectrum_method: Any, zero_mass_rows: Any,
+                     reference_emulation: Any) -> _Settings:
+    check_model(model)
+    if eps is not None:
+        eps = check_eps(eps)
+    num_steps = check_int(num_steps, "num_steps", minimum=1)
+    num_probes = check_int(num_probes, "num_probes", minimum=1)
+    seed = check_seed(seed)
+    check_eta(eta)
+    check_negative(negative)
+    zero_mass = check_zero_mass(zero_mass, allow_estimate=True)
+    if trace_method is not None:
+        check_choice(trace_method, "trace_method", TRACE_METHODS)
+    # Hutchinson needs 2 products for a standard error, Hutch++ and XTrace 4 for their sketches
+    trace_matvecs = check_int(
+        trace_matvecs, "trace_matvecs", minimum={"hutchinson": 2}.get(trace_method or "", 4)
+        if trace_method is not None else 1,
+    )
+    check_int(bootstrap, "bootstrap", minimum=0)
+    spectrum_method = check_choice(spectrum_method, "spectrum_method", ("slq", "exact"))
+    if bootstrap > 0 and num_probes < 2 and spectrum_method != "exact":
+        warnings.warn(
+            "bootstrap needs num_probes >= 2: no SLQ uncertainty is reported (uncertainty=None)",
+            RuntimeWarning, stacklevel=3,
+        )
+    zero_mass_rows = check_int(zero_mass_rows, "zero_mass_rows", minimum=1)
+    if not isinstance(reference_emulation, bool):
+        raise TypeError(f"reference_emulation must be a bool, got {type(reference_emulation).__name__}")
+    return _Settings(eps, num_steps, num_probes, seed, zero_mass, trace_method, trace_matvecs,
+                     spectrum_method, zero_mass_rows)  # type: ignore[arg-type]
+
+
+def _eps_stage(H: HessianOperator, cfg: _Settings) -> tuple[float, str, dict]:
+    """Stage "eps" (only for ``eps=None``): the std of the mini-batch losses at ``w*``."""
+    eps, mean_loss, num_batches = _eps_from_operator(H)
+    return eps, "batch_loss_std", {"train_loss": mean_loss, "num_batches": num_batches}
+
+
+def _spectrum_stage(H: HessianOperator, cfg: _Settings) -> Any:
+    """Stage "spectrum": ``slq(H, num_steps, num_probes, seed)``, or all eigenvalues (dense)."""
+    if cfg.spectrum_method == "slq":
+        from .spectral import slq
+
+        return slq(H, num_steps=cfg.num_steps, num_probes=cfg.num_probes, seed=cfg.seed)
+    return torch.linalg.eigvalsh(H.to_dense().to(torch.float64))
+
+
+def _trace_stage(H: HessianOperator, cfg: _Settings) -> tuple[float, dict]:
+    """Stage "trace" (only with a ``trace_method``): Tr(H) for the reported Jensen bound."""
+    from .spectral import trace as estimate_trace
+
+    est = estimate_trace(H, method=cfg.trace_method, num_matvecs=cfg.trace_matvecs, seed=cfg.seed)
+    return float(est.value), {"trace_stderr": to_jsonable(getattr(est, "stderr", None)),
+                              "trace_method": cfg.trace_method}
+
+
+def _zero_mass_stage(H: HessianOperator, weights: torch.Tensor, cfg: _Settings) -> tuple[float, dict]:
+    """Stage "zero_mass" (only for ``zero_mass="estimate"``): :func:`estimate_zero_mass`."""
+    zm = estimate_zero_mass(H, weights, num_rows=cfg.zero_mass_rows)
+    p0 = min(zm.fraction, 1.0 - 0.5 / cfg.zero_mass_rows)  # every row flat: p0 < 1
+    return p0, {"zero_mass_estimate": zm.fraction, "zero_mass_row_l1": zm.row_l1}
+
+
+def predict_sparsity(
+    model: nn.Module,
+    loss_fn: Any,
+    data: Any,
+    eps: float | None = None,
+    num_steps: int = 80,
+    num_probes: int = 10,
+    seed: int = 0,
+    eta: float = 0.01,
+    negative: Negative = "abs",
+    zero_mass: float | Literal["estimate"] = 0.0,
+    params: ParamSelection = None,
+    batchnorm: BatchNormMode = "eval",
+    trace_method: TraceMethod | None = "hutch++",
+    trace_matvecs: int = 100,
+    bootstrap: int = 200,
+    reference_emulation: bool = False,
+    spectrum_method: SpectrumMethod = "slq",
+    zero_mass_rows: int = 100,
+) -> Prediction:
+    """Predict the critical sparsity of a trained ``model`` (Zhang et al., NeurIPS 2024).
+
+    Builds the dataset-level ``HessianOperator`` of ``loss_fn`` over ``data`` w.r.t. ``params``
+    (default: the prunable weights), estimates its spectrum (``spectrum_method="slq"``:
+    ``slq(H, num_steps, num_probes, seed)``; ``"exact"``: dense ``eigvalsh``, small ``D`` only)
+    and solves ``s = Φ(R(s))`` exactly (:func:`~phasetrans.theory.critical.critical_sparsity`).
+
+    ``eps=None``: the standard deviation of the per-batch training losses at ``w*`` over the
+    batches of ``data`` as given (population std, ``ddof=0``, like the reference's ``np.std``;
+    :func:`batch_loss_std`). ``zero_mass``: a number in [0, 1) or ``"estimate"``
+    (:func:`estimate_zero_mass`, ``zero_mass_rows`` rows). ``trace_method``: ``"hutchinson"``,
+    ``"hutch++"``, ``"xtrace"`` (``trace_matvecs`` products) for the reported trace bound, or
+    ``None`` (trace from the spectrum). The model comes back bit-for-bit unchanged.
+    """
+    clock = Stopwatch()
+    cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,
+                           trace_method, trace_matvecs, bootstrap, spectrum_method,
+                           zero_mass_rows, reference_emulation)
+    eps, eps_source, p0, trace_value, details = cfg.eps, "user", cfg.zero_mass, None, {}
+    with preserve_model(model):
+        H = HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm)
+        weights = H.parameters_vector()
+        if eps is None:
+            with clock("eps"):
+                eps, eps_source, found = _eps_stage(H, cfg)
+            details.update(found)
+        with clock("spectrum"):
+            spectrum = _spectrum_stage(H, cfg)
+        if cfg.trace_method is not None:
+            with clock("trace"):
+                trace_value, found = _trace_stage(H, cfg)
+            details.update(found)
+        if p0 == "estimate":
+            with clock("zero_mass"):
+                p0, found = _zero_mass_stage(H, weights, cfg)
+            details.update(found)
+
+    pred = critical_sparsity(
+        weights, spectrum, eps, eta=eta, negative=negative, zero_mass=p0, trace=trace_value,
+        bootstrap=bootstrap, seed=cfg.seed, reference_emulation=reference_emulation,
+    )
+    timings = {**clock.timings, **{f"solve_{k}": v for k, v in pred.timings.items()}}
+    return dataclasses.replace(
+        pred, trace_source=cfg.trace_method or pred.trace_source, eps_source=eps_source,
+        details={**pred.details, **details}, timings={**timings, "total": clock.elapsed},
+    )
