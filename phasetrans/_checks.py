@@ -27,6 +27,9 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_seed",
+    "check_float_dtype",
+    "check_scalar_loss",
+    "NonScalarLossError",
     "preserve_model",
     "model_fingerprint",
     "model_device_dtype",
@@ -113,6 +116,34 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 def check_seed(seed: Any, name: str = "seed") -> int:
     """A non-negative integer seed."""
     return check_int(seed, name, minimum=0)
+
+
+def check_float_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
+    """A floating ``torch.dtype`` (e.g. ``torch.float32``)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+    return dtype
+
+
+class NonScalarLossError(TypeError, ValueError):
+    """``loss_fn`` returned something other than a one-element tensor.
+
+    Both a ``TypeError`` (the wrong kind of return value) and a ``ValueError`` (a tensor of the
+    wrong shape): the callers raised one or the other before this check was shared, and code that
+    catches either keeps working (as numpy's ``AxisError`` is both ``ValueError`` and
+    ``IndexError``)."""
+
+
+def check_scalar_loss(loss: Any, name: str = "loss_fn", where: str = "") -> torch.Tensor:
+    """``loss`` if it is a one-element tensor (a batch mean), else :class:`NonScalarLossError`
+    naming ``name`` and, when given, ``where`` (e.g. ``"at epoch 0, batch 3"``)."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else ""
+        raise NonScalarLossError(
+            f"{name} must return a scalar tensor (the batch mean), got {type(loss).__name__}"
+            f"{shape}" + (f" {where}" if where else "")
+        )
+    return loss
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -35,6 +35,7 @@ __all__ = [
     "read_json",
     "safe_torch_load",
     "check_path",
+    "fsync_dir",
 ]
 
 
@@ -50,13 +51,18 @@ def check_path(path: Any, name: str = "path") -> Path:
     return p
 
 
-def _fsync_dir(directory: str | os.PathLike) -> None:
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """``fsync`` a directory, so that a rename or a new file in it survives a power cut (best
+    effort: silently skipped where directories cannot be opened, e.g. on Windows)."""
     with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows): best effort
         fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_fsync_dir = fsync_dir  # transition alias: the coordinator removes it with the shims
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -81,7 +87,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return p
 
 

@@ -1,18 +1,35 @@
 """Which parameters are pruned: the weights of ``nn.Linear`` and ``nn.Conv{1,2,3}d`` layers.
 
-Biases and normalisation parameters are never pruned and are held fixed (THEORY §1).
+Biases and normalisation parameters are never pruned and are held fixed (THEORY §1). Also the
+two facts about a pruning that every layer above needs without pruning anything: how many
+weights ``⌈sD⌉`` a sparsity prunes (:func:`pruned_count`, used by the theory and by pruning) and
+whether a ``{name: BoolTensor}`` mask dict fits a model (:func:`check_masks`, used by pruning
+and by the masked re-fit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
+import torch
 from torch import nn
 
-from ._checks import check_model
+from ._checks import check_fraction, check_model
 
-__all__ = ["PRUNABLE_LAYER_TYPES", "prunable_parameters", "select_parameters"]
+__all__ = [
+    "PRUNABLE_LAYER_TYPES",
+    "ParamSelection",
+    "prunable_parameters",
+    "select_parameters",
+    "pruned_count",
+    "check_masks",
+]
+
+#: A parameter selection: ``None`` (the prunable weights), ``"all"`` (every floating parameter)
+#: or a sequence of parameter names.
+ParamSelection = None | Literal["all"] | Sequence[str]
 
 #: Layer types whose ``weight`` is prunable.
 PRUNABLE_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -36,7 +53,9 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return found
 
 
-def select_parameters(model: nn.Module, params: Any = None, name: str = "params") -> list[str]:
+def select_parameters(
+    model: nn.Module, params: ParamSelection = None, name: str = "params"
+) -> list[str]:
     """Resolve a parameter selection to an ordered list of parameter names.
 
     ``params``: ``None`` (the prunable weights), ``"all"`` (every floating parameter), or a
@@ -83,3 +102,39 @@ def select_parameters(model: nn.Module, params: Any = None, name: str = "params"
         raise ValueError(f"{name}: parameters must be floating point, got {non_float}")
     return list(params)
 
+
+
+def pruned_count(sparsity: float, total: int) -> int:
+    """``⌈s·D⌉`` with float error guarded: ``ceil(s·D − δ)``, ``δ = max(1e-9, 64·eps·s·D)``.
+
+    ``sparsity`` must be a finite number in ``[0, 1]``; ``total`` a non-negative integer.
+    """
+    s = check_fraction(sparsity, "sparsity")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise ValueError(f"total must be a non-negative integer, got {total!r}")
+    x = s * total
+    delta = max(1e-9, 64 * 2.220446049250313e-16 * x)
+    return min(total, max(0, math.ceil(x - delta)))
+
+
+def check_masks(model: nn.Module, masks: Any) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
+    """``{name: (parameter, mask)}`` for a mask dict ``{parameter name: BoolTensor}`` that fits
+    ``model`` (``True`` = kept): ``TypeError`` for a non-dict or a non-bool mask, ``ValueError``
+    for a name the model does not have or a shape that differs from the parameter's."""
+    if not isinstance(masks, Mapping):
+        raise TypeError(f"masks must be a dict {{name: BoolTensor}}, got {type(masks).__name__}")
+    named = dict(model.named_parameters())
+    out = {}
+    for name, mask in masks.items():
+        if name not in named:
+            raise ValueError(f"masks names a parameter the model does not have: {name!r}")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"masks[{name!r}] must be a bool tensor, got {type(mask).__name__}"
+                            + (f" of dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else ""))
+        if mask.shape != named[name].shape:
+            raise ValueError(
+                f"masks[{name!r}] has shape {tuple(mask.shape)}, expected "
+                f"{tuple(named[name].shape)}"
+            )
+        out[name] = (named[name], mask)
+    return out

@@ -421,3 +421,25 @@ def test_load_dataset_dispatch():
         D.load_dataset("digits", root="/tmp")
     with pytest.raises(TypeError, match="variant"):
         D.fashion_mnist("/tmp", variant="mnist")
+
+
+def test_the_package_offers_every_name_of_the_old_module():
+    import typing
+
+    from phasetrans.data import registry
+
+    old = {
+        "DATASET_NAMES", "DATASET_INFO", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN",
+        "CIFAR100_STD", "MNIST_MEAN", "MNIST_STD", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
+        "make_loaders", "digits_tensors", "digits", "teacher_student", "read_idx",
+        "mnist_tensors", "mnist", "fashion_mnist", "safe_load_pickle", "UnsafePickleError",
+        "cifar_tensors", "cifar10", "cifar100", "synthetic_images", "load_dataset",
+    }
+    assert set(D.__all__) == old
+    for name in old:
+        value = getattr(D, name)
+        assert not isinstance(value, type(D)), name  # a function, not a submodule shadowing it
+        if callable(value):
+            assert value.__module__.startswith("phasetrans.data."), name
+    assert typing.get_args(registry.DatasetName) == D.DATASET_NAMES
+    assert issubclass(D.UnsafePickleError, pickle.UnpicklingError)

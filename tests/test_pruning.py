@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 import phasetrans as pt
-from phasetrans import pruning
 from phasetrans._checks import fingerprints_equal, model_fingerprint
+from phasetrans.prune import masks as pruning
 
 
 def small_model(seed=0, dtype=torch.float32):
@@ -258,3 +258,23 @@ def test_to_torch_prune_export():
         assert torch.equal(layer.weight, original[name] * masks[name])
         prune.remove(layer, "weight")
         assert torch.equal(layer.weight, original[name] * masks[name])
+
+
+def test_check_masks_and_pruned_count_are_shared_helpers():
+    from phasetrans import params
+    from phasetrans import pruning as shim
+
+    # one definition, reachable from the base layer (theory, train) and from prune
+    assert pruning.check_masks is params.check_masks and pruning.pruned_count is params.pruned_count
+    assert shim._check_masks is params.check_masks and pt.pruned_count is params.pruned_count
+    model = small_model()
+    masks = pt.magnitude_masks(model, 0.5)
+    checked = pruning.check_masks(model, masks)
+    named = dict(model.named_parameters())
+    assert list(checked) == list(masks)
+    for name, (p, m) in checked.items():
+        assert p is named[name] and m is masks[name]
+    with pytest.raises(TypeError, match="masks must be a dict"):
+        pruning.check_masks(model, None)
+    with pytest.raises(ValueError, match=r"masks\['0.weight'\] has shape \(3,\), expected"):
+        pruning.check_masks(model, {"0.weight": torch.ones(3, dtype=torch.bool)})

@@ -350,3 +350,21 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     assert torch.equal(_io.safe_torch_load(tmp_path / "t.pt")["x"], torch.arange(3))
     with pytest.raises(TypeError, match="path"):
         _io.atomic_write_text(None, "x")
+
+
+def test_writes_and_the_sweep_log_fsync_their_directory(tmp_path, monkeypatch):
+    assert _io._fsync_dir is _io.fsync_dir  # transition alias
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    _io.fsync_dir(tmp_path)
+    _io.fsync_dir(tmp_path / "missing")  # best effort: an unopenable directory is skipped
+    _io.atomic_write_text(tmp_path / "a.txt", "x")
+    pt.sweep(torch.nn.Linear(3, 2), lambda m: 0.0, [0.5], path=tmp_path / "log.jsonl")
+    if os.path.exists("/proc/self/fd"):
+        assert synced.count(str(tmp_path.resolve())) == 3  # fsync_dir, atomic write, new log

@@ -268,3 +268,79 @@ def test_sweep_values_and_resume(tmp_path):
     with pytest.raises(ValueError, match="sweep file"):
         pt.sweep(model, metric, grid, path=other)
     assert fingerprints_equal(before, model_fingerprint(model))
+
+
+# --- refit strategies, frozen results, the log format ----------------------------------------
+
+
+def _regression(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(40, 100, generator=g), torch.randn(40, 100, generator=g)
+
+
+def test_refit_steps_is_what_refit_int_means():
+    from phasetrans.prune import refit_steps
+
+    model = with_state(square_model())
+    before = model_fingerprint(model)
+    data, loss_fn = _regression(), nn.MSELoss()
+
+    def metric(m):
+        return -pt.evaluate_loss(m, loss_fn, data)
+
+    by_int = pt.find_threshold(model, metric, tolerance=0.01, resolution=0.05, refit=3,
+                               refit_loss_fn=loss_fn, refit_data=data, refit_lr=0.05)
+    by_fn = pt.find_threshold(model, metric, tolerance=0.01, resolution=0.05,
+                              refit=refit_steps(3, loss_fn, data, lr=0.05))
+    plain = pt.find_threshold(model, metric, tolerance=0.01, resolution=0.05)
+    assert by_int == by_fn and by_int.points != plain.points  # bit-for-bit the same strategy
+    assert fingerprints_equal(before, model_fingerprint(model))
+    with pytest.raises(ValueError, match="steps"):
+        refit_steps(-1, loss_fn, data)
+    with pytest.raises(TypeError, match="loss_fn"):
+        refit_steps(3, "mse", data)
+    with pytest.raises(ValueError, match="lr"):
+        refit_steps(3, loss_fn, data, lr=0.0)
+    with pytest.raises(TypeError, match="refit_data"):  # checked up front, under its own name
+        pt.find_threshold(model, metric, refit=3, refit_loss_fn=loss_fn, refit_data="x")
+
+
+def test_results_are_frozen_values():
+    import dataclasses
+
+    model = square_model()
+    data, loss_fn = _regression(), nn.MSELoss()
+    res = pt.find_loss_threshold(model, loss_fn, data, eps=0.01, resolution=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.sparsity = 0.5
+    again = pt.find_loss_threshold(model, loss_fn, data, eps=0.01, resolution=0.1)
+    assert again == res and again.extra == {"loss_dense": -res.baseline}
+    assert res.evaluations == len(res.points) + 1  # the dense loss, evaluated once more
+    refit = pt.find_loss_threshold(model, loss_fn, data, eps=0.01, resolution=0.1, refit=1)
+    assert refit.extra == {}
+
+
+def test_sweep_log_format_is_unchanged(tmp_path):
+    from phasetrans.prune import refit_steps
+
+    model = square_model()
+    data, loss_fn = _regression(), nn.MSELoss()
+    path = tmp_path / "log.jsonl"
+    curve = pt.sweep(model, lambda m: zeros_of(m), [0.0, 0.5], path=path, refit=0,
+                     refit_loss_fn=loss_fn, refit_data=data, metadata={"a": [1, 2]})
+    assert curve == [(0.0, 0.0), (0.5, 5000.0)]
+    assert path.read_text() == (
+        '{"kind": "phasetrans.sweep/1", "header": {"sparsities": [0.0, 0.5], "min_per_layer": '
+        '0.0, "params": null, "refit": 0, "refit_lr": 0.01, "metadata": {"a": [1, 2]}}}\n'
+        '{"index": 0, "sparsity": 0.0, "metric": 0.0}\n'
+        '{"index": 1, "sparsity": 0.5, "metric": 5000.0}\n'
+    )
+    other = tmp_path / "fn.jsonl"
+    pt.sweep(model, lambda m: zeros_of(m), [0.5], path=other, params="all",
+             refit=refit_steps(0, loss_fn, data))
+    assert other.read_text().splitlines()[0] == (
+        '{"kind": "phasetrans.sweep/1", "header": {"sparsities": [0.5], "min_per_layer": 0.0, '
+        '"params": "all", "refit": "callable", "refit_lr": null, "metadata": null}}'
+    )
+    with pytest.raises(TypeError, match="progress"):
+        pt.sweep(model, lambda m: 0.0, [0.5], progress=1)

@@ -182,3 +182,41 @@ def test_finetune_masked_keeps_support_and_lowers_loss():
     with pytest.raises(ValueError, match="shape"):
         pt.finetune_masked(model, {"0.weight": torch.ones(2, dtype=torch.bool)}, loss_fn,
                            (Xtr, ytr), steps=1)
+
+
+def test_a_non_scalar_loss_is_one_error_everywhere():
+    from phasetrans._checks import NonScalarLossError, check_scalar_loss
+
+    model = make_mlp()
+    data = digits_batches()
+    masks = pt.magnitude_masks(model, 0.5)
+    vector = lambda out, y: out.sum(1)  # noqa: E731
+    calls = [
+        (lambda: pt.train_l1(model, vector, data, l1=0.0, epochs=1, lr=0.1, progress=False),
+         "at epoch 0, batch 0"),
+        (lambda: pt.finetune_masked(model, masks, vector, data, steps=1), "at step 0, batch 0"),
+        (lambda: pt.evaluate_loss(model, vector, data), "at batch 0"),
+    ]
+    for call, where in calls:
+        with pytest.raises(NonScalarLossError) as info:
+            call()
+        # both a TypeError and a ValueError, as the callers raised one or the other before
+        assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+        assert str(info.value) == (
+            f"loss_fn must return a scalar tensor (the batch mean), got Tensor(256,) {where}"
+        )
+    loss = torch.tensor(1.5)
+    assert check_scalar_loss(loss) is loss and check_scalar_loss(torch.ones(1, 1)).numel() == 1
+    with pytest.raises(TypeError, match=r"^f must return a scalar tensor .*, got float$"):
+        check_scalar_loss(1.5, "f")
+
+
+def test_history_is_a_frozen_value():
+    import dataclasses
+
+    hist = pt.train_l1(make_mlp(), nn.CrossEntropyLoss(), digits_batches(), l1=1e-4, epochs=2,
+                       lr=0.05, progress=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hist.loss = []
+    assert hist.epoch == [0, 1] and list(hist.to_dict()) == ["epoch", "loss", "penalty", "lr", "eval"]
+    assert pt.TrainHistory() == pt.TrainHistory([], [], [], [], [])

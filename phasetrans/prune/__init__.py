@@ -1,0 +1,34 @@
+"""Layer 3, pruning: global one-shot magnitude masks (:mod:`.masks`), re-fit strategies
+(:mod:`.refit`), the empirical critical sparsity (:mod:`.threshold`) and whole pruning curves
+with a resumable log (:mod:`.sweep`)."""
+
+from .masks import (
+    apply_masks,
+    check_masks,
+    magnitude_masks,
+    mask_sparsity,
+    pruned,
+    pruned_count,
+    to_torch_prune,
+)
+from .refit import Refit, RefitFn, refit_steps, resolve_refit
+from .sweep import sweep
+from .threshold import Threshold, find_loss_threshold, find_threshold
+
+__all__ = [
+    "pruned_count",
+    "magnitude_masks",
+    "pruned",
+    "apply_masks",
+    "to_torch_prune",
+    "mask_sparsity",
+    "check_masks",
+    "Refit",
+    "RefitFn",
+    "refit_steps",
+    "resolve_refit",
+    "Threshold",
+    "find_threshold",
+    "find_loss_threshold",
+    "sweep",
+]
