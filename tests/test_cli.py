@@ -227,3 +227,16 @@ def test_threads_option(capsys):
     before = torch.get_num_threads()
     assert run(capsys, "spectrum", "--threads", "1", *SMALL)[0] == 0
     assert torch.get_num_threads() == before  # restored
+
+
+def test_package_layout_entry_points():
+    """The console script target (pyproject: phasetrans.cli:main) and one cmd_* per subcommand."""
+    import importlib
+
+    from phasetrans.cli import commands
+
+    module, _, attr = "phasetrans.cli:main".partition(":")
+    assert getattr(importlib.import_module(module), attr) is main
+    sub = [a for a in build_parser()._actions if a.dest == "command"][0]
+    for name in SUBCOMMANDS:
+        assert sub.choices[name].get_default("func") is getattr(commands, f"cmd_{name}")

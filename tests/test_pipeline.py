@@ -3,6 +3,7 @@ model untouched, JSON written atomically, arguments checked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,7 @@ from conftest import digits_tensors, make_mlp, trained_mlp
 from torch import nn
 
 import phasetrans as pt
-from phasetrans.pipeline import atomic_write_text
+from phasetrans._io import atomic_write_text
 from phasetrans.prediction import predict_sparsity
 
 FAST = dict(num_steps=10, num_probes=2, curve_points=5, resolution=0.01,
@@ -27,20 +28,22 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def report(data):
+def model():
+    return trained_mlp(l1=1e-3)
+
+
+@pytest.fixture(scope="module")
+def report(data, model):
     train, test = data
-    model = trained_mlp(l1=1e-3)
     before = pt.model_fingerprint(model)
     rep = pt.validate(model, nn.CrossEntropyLoss(), train, test, **FAST)
     assert pt.fingerprints_equal(before, pt.model_fingerprint(model))
-    rep._model = model
     return rep
 
 
-def test_report_matches_the_public_calls(report, data):
+def test_report_matches_the_public_calls(report, data, model):
     """The pipeline adds nothing of its own: same numbers as calling the API directly."""
     train, test = data
-    model = report._model
     pred = predict_sparsity(model, nn.CrossEntropyLoss(), train, num_steps=10, num_probes=2,
                             trace_method=None, bootstrap=0)
     assert report.prediction.sparsity == pred.sparsity
@@ -106,8 +109,24 @@ def test_summary_and_repr(report):
     assert repr(report).startswith("Report(predicted=")
 
 
+def test_report_is_a_frozen_value_with_stage_timings(report):
+    """Built once: no attribute can be set; a changed copy comes from dataclasses.replace. The
+    timings are the stages in the order they ran, then the total."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.figures = ["x.png"]
+    other = dataclasses.replace(report, figures=["x.png"])
+    assert other.to_dict()["figures"] == ["x.png"] and report.figures == []
+    assert list(report.timings) == ["dense_eval", "predict", "threshold", "loss_threshold", "curve",
+                                    "layers", "total"]
+    assert report.timings["total"] >= sum(v for k, v in report.timings.items() if k != "total")
+    assert report.config["predict_kwargs"] == {"bootstrap": 0, "trace_method": None}
+    assert report.config["epochs"] is None and report.config["train_kwargs"] == {}
+
+
 def test_plot_dir_and_single_file(report, tmp_path):
+    before = report.to_dict()["figures"]
     written = report.plot(tmp_path / "figs")
+    assert report.to_dict()["figures"] == before  # the report is not changed by drawing it
     assert sorted(p.name for p in written) == ["crossing.png", "layers.png", "pruning_curve.png", "spectrum.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -129,6 +148,11 @@ def test_validate_trains_a_copy_and_writes_out(data, tmp_path):
     assert (tmp_path / "report.json").is_file() and (tmp_path / "pruning_curve.png").is_file()
     d = json.loads((tmp_path / "report.json").read_text())
     assert d["config"]["l1"] == 1e-3 and len(d["figures"]) == 4
+    assert d["figures"] == sorted(d["figures"]) == [str(p) for p in rep.figures]
+    assert d["config"]["train_kwargs"] == {"progress": False}
+    assert list(rep.timings) == ["train", "dense_eval", "predict", "threshold", "refit_threshold",
+                                 "curve", "layers", "plots", "total"]
+    assert d["timings"] == rep.timings
 
 
 def test_validate_inplace_trains_the_model(data):

@@ -1,4 +1,5 @@
-"""Figures: PNGs written, every panel labelled, inputs checked."""
+"""Figures (phasetrans.report.plots, every figure of the library): PNGs written, every panel
+labelled, inputs checked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import phasetrans as pt
-from phasetrans import plots
+from phasetrans.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -83,3 +84,77 @@ def test_bad_inputs(report):
         plots.plot_crossing(report, path=3)
     with pytest.raises(TypeError, match="directory"):
         plots.plot_report(report, 3)
+
+
+def test_public_module_and_axes_helper():
+    assert pt.plots.plot_spectrum is plots.plot_spectrum and pt.plots.new_axes is plots.new_axes
+    fig, ax = plots.new_axes(None, (3.0, 2.0))
+    assert isinstance(fig, Figure) and tuple(fig.get_size_inches()) == (3.0, 2.0) and fig.dpi == 110
+    assert plots.new_axes(ax, (9.0, 9.0)) == (fig, ax)
+    with pytest.raises(TypeError, match="ax"):
+        plots.new_axes("axes", (3.0, 2.0))
+
+
+def _case(name, kind="network", predicted=0.9, measured=0.88, refit=0.93):
+    grid = [i / 100 for i in range(101)]
+    return {"name": name, "kind": kind, "dim": 100, "predicted": predicted, "predicted_exact": predicted + 0.001,
+            "lower": predicted - 0.05, "upper": predicted + 0.05, "measured_oneshot": measured,
+            "measured_refit_loss": refit, "dense_metric": 0.95, "train_loss": 0.1, "eps": 0.02,
+            "threshold_points": [(0.885, 0.95)],
+            "curve": {"sparsity": grid, "accuracy": [0.95 if s < measured else 0.1 for s in grid],
+                      "train_loss": [0.1 + s for s in grid]}}
+
+
+def test_study_figures(tmp_path):
+    """The validation study's three figures: labelled, the markers and lines it promises, PNGs."""
+    cases = [_case("net"), _case("quad", kind="quadratic", predicted=0.8, measured=0.82, refit=None)]
+    fig = plots.plot_prediction_scatter(cases, path=tmp_path / "s.png")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["net", "quad"]
+    assert ax.get_xlim() == pytest.approx((0.75, 1.0))  # min(predicted, measured) − 0.05
+    fig = plots.plot_case_curve(cases[0], path=tmp_path / "c.png")
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "predicted (SLQ) 0.900" in texts and "measured one-shot 0.880" in texts
+    assert "measured re-fit (L ≤ L*+ε) 0.930" in texts and len(fig.axes) == 2
+    assert fig.axes[1].get_yscale() == "log"
+    rows = [{"l1": l1, "lower": 0.8, "upper": 0.9, "predicted": 0.85, "measured_oneshot": 0.84,
+             "measured_oneshot_tol1": 0.85, "measured_loss": 0.86, "measured_refit_loss": None}
+            for l1 in (0.0, 1e-3)]
+    fig = plots.plot_l1_ablation(rows, path=tmp_path / "l.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "re-fit 100 steps (L ≤ L*+ε)" not in labels and len(labels) == 5  # no re-fit column
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "0.001"]
+    for name in ("s.png", "c.png", "l.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    with pytest.raises(TypeError, match="cases"):
+        plots.plot_prediction_scatter([])
+    with pytest.raises(TypeError, match="case"):
+        plots.plot_case_curve([1, 2])
+    with pytest.raises(TypeError, match="rows"):
+        plots.plot_l1_ablation([3])
+    with pytest.raises(TypeError, match="path"):
+        plots.plot_l1_ablation(rows, path=3)
+
+
+def test_density_line_alone(report):
+    """marks=False: the density line of SpectralDensity.plot (log floor 1e-12 of the peak), no
+    rug, title or legend; line keywords reach the line; flags are checked."""
+    spec = report.prediction.spectrum
+    sigma = spec.default_bandwidth()
+    grid = torch.linspace(-1.0, 2.0, 300, dtype=torch.float64)
+    fig = plots.plot_spectrum(spec, grid=grid, bandwidth=sigma, marks=False, color="k")
+    ax = fig.axes[0]
+    (line,) = ax.get_lines()
+    dens = spec.density(grid, sigma)
+    expected = torch.clamp(dens, min=1e-12 * float(dens.max()))
+    assert line.get_ydata().tolist() == expected.tolist() and line.get_color() == "k"
+    assert ax.get_yscale() == "log" and ax.get_legend() is None and ax.get_title() == ""
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eigenvalue λ", "density φ(λ)")
+    flat = plots.plot_spectrum(spec, grid=grid, marks=False, log=False).axes[0]
+    assert flat.get_yscale() == "linear" and flat.get_lines()[0].get_ydata().tolist() == \
+        spec.density(grid, sigma).tolist()
+    with pytest.raises(ValueError, match="log"):
+        plots.plot_spectrum(spec, log=False)
+    with pytest.raises(TypeError, match="marks"):
+        plots.plot_spectrum(spec, marks="no")

@@ -1,23 +1,33 @@
-"""The validation study (phasetrans.validation): exact quadratic truth and a quick end-to-end run."""
+"""The validation study (studies.validation) and the exact quadratic truth it measures against
+(phasetrans.theory.quadratic): exact references, a quick end-to-end run, the command line."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from phasetrans import validation as V
+from phasetrans.theory import quadratic as Q
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the study lives outside the package, at the repository root
+    sys.path.insert(0, str(ROOT))
+
+import studies.validation as V  # noqa: E402
 
 
 @pytest.mark.parametrize("weights", ["l1like", "gauss"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_oneshot_losses_exact(weights, seed):
-    H, w, lam = V.make_quadratic(12, weights=weights, spectrum="powerlaw", seed=seed)
+    H, w, lam = Q.make_quadratic(12, weights=weights, spectrum="powerlaw", seed=seed)
     assert np.allclose(np.linalg.eigvalsh(H), lam, rtol=1e-10, atol=1e-12)
-    losses = V.quadratic_oneshot_losses(H, w)
+    losses = Q.quadratic_oneshot_losses(H, w)
     order = np.argsort(np.abs(w), kind="stable")
     for k in range(13):
         d = np.zeros(12)
@@ -31,23 +41,23 @@ def test_schur_refit_against_brute_force(weights, seed):
     """Schur-complement re-fit loss vs least squares on H^(1/2) for every magnitude support, and
     the re-fit threshold of the magnitude supports vs the best over ALL supports (brute force)."""
     D = 10
-    H, w, _ = V.make_quadratic(D, weights=weights, spectrum="powerlaw", seed=seed, big_fraction=0.3)
+    H, w, _ = Q.make_quadratic(D, weights=weights, spectrum="powerlaw", seed=seed, big_fraction=0.3)
     eps = 0.05 * float(0.5 * w @ H @ w)
-    bf = V.brute_force_refit_threshold(H, w, eps)
+    bf = Q.brute_force_refit_threshold(H, w, eps)
     order = np.argsort(np.abs(w), kind="stable")
     for k in range(D + 1):
         keep = np.ones(D, dtype=bool)
         keep[order[:k]] = False
-        assert V.schur_refit_loss(H, w, keep) == pytest.approx(bf["magnitude_loss"][k], rel=1e-7, abs=1e-12)
+        assert Q.schur_refit_loss(H, w, keep) == pytest.approx(bf["magnitude_loss"][k], rel=1e-7, abs=1e-12)
         assert bf["best_loss"][k] <= bf["magnitude_loss"][k] * (1 + 1e-9) + 1e-15
-    thr = V.quadratic_thresholds(H, w, eps)
+    thr = Q.quadratic_thresholds(H, w, eps)
     assert thr["refit"] == bf["magnitude"]
     assert bf["best"] >= bf["magnitude"]  # the magnitude support may or may not be optimal
     assert thr["oneshot"] <= thr["refit"]  # re-fitting never hurts
     # the brute force really is over all supports: check one k by hand
     k = D // 2
     direct = min(
-        V.schur_refit_loss(H, w, np.isin(np.arange(D), S)) for S in itertools.combinations(range(D), D - k)
+        Q.schur_refit_loss(H, w, np.isin(np.arange(D), S)) for S in itertools.combinations(range(D), D - k)
     )
     assert direct == pytest.approx(bf["best_loss"][k], rel=1e-7, abs=1e-12)
 
@@ -80,3 +90,62 @@ def test_quick_study(tmp_path):
 def test_bad_case_name(tmp_path):
     assert V.main(["--cases", "nope", "--out", str(tmp_path)]) == 2
     assert V.main(["--cases", "gpu_fc5", "--out", str(tmp_path)]) == 2
+
+
+def test_quadratic_inputs_are_checked():
+    H, w, _ = Q.make_quadratic(6, seed=0)
+    with pytest.raises(ValueError, match="dim"):
+        Q.make_quadratic(0)
+    with pytest.raises(ValueError, match="spectrum"):
+        Q.make_quadratic(5, spectrum="flat")
+    with pytest.raises(ValueError, match="weights"):
+        Q.make_quadratic(5, weights="uniform")
+    with pytest.raises(TypeError, match="H"):
+        Q.quadratic_oneshot_losses(H[:, :3], w)
+    with pytest.raises(TypeError, match="w"):
+        Q.schur_refit_loss(H, w[:3], np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="keep"):
+        Q.schur_refit_loss(H, w, np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="eps"):
+        Q.quadratic_thresholds(H, w, -1.0)
+    with pytest.raises(ValueError, match="D <= 14"):
+        Q.brute_force_refit_threshold(*Q.make_quadratic(15)[:2], 0.1)
+
+
+def test_schur_refit_edges():
+    """Nothing pruned: loss 0; everything pruned: L(0) = ½ w*ᵀHw*."""
+    H, w, _ = Q.make_quadratic(8, weights="gauss", seed=3)
+    assert Q.schur_refit_loss(H, w, np.ones(8, dtype=bool)) == 0.0
+    assert Q.schur_refit_loss(H, w, np.zeros(8, dtype=bool)) == pytest.approx(0.5 * w @ H @ w, rel=1e-12)
+
+
+def test_rerender_reproduces_the_document(tmp_path):
+    """--rerender from a stored validation.json writes the same markdown and figures again."""
+    src = ROOT / "docs" / "validation.json"
+    if not src.is_file():
+        pytest.skip("docs/validation.json not present")
+    (tmp_path / "validation.json").write_bytes(src.read_bytes())
+    assert V.main(["--rerender", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "VALIDATION.md").read_text()
+    assert md.startswith("# Validation: theory against experiment")
+    assert "python -m studies.validation --device cuda" in md
+    for name in ("validation_scatter.png", "validation_curve.png", "validation_l1.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_runs_as_a_module_from_the_root():
+    r = subprocess.run([sys.executable, "-m", "studies.validation", "--help"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and "--rerender" in r.stdout and "python -m studies.validation" in r.stdout
+
+
+def test_the_study_is_not_in_the_package():
+    """The study left the library: no phasetrans.validation, and the wheel's package discovery
+    (pyproject: include = ["phasetrans*"]) finds the library's packages but not studies/."""
+    import importlib.util
+
+    setuptools = pytest.importorskip("setuptools")
+    assert importlib.util.find_spec("phasetrans.validation") is None
+    packages = setuptools.find_packages(str(ROOT), include=["phasetrans*"])
+    assert {"phasetrans", "phasetrans.report", "phasetrans.cli"} <= set(packages)
+    assert not any(p.split(".")[0] == "studies" for p in packages)
