@@ -27,8 +27,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import phasetrans as pt  # noqa: E402
-from phasetrans import spectral as sp  # noqa: E402
-from phasetrans.operators import Operator  # noqa: E402
+from phasetrans.linalg import lanczos as lz_mod  # noqa: E402
+from phasetrans.linalg import probes
+from phasetrans.linalg.operator import Operator
 
 
 class Diag(Operator):
@@ -61,14 +62,14 @@ def main():
     torch.set_num_threads(args.threads)
     op = Diag(torch.linspace(-1, 10, args.dim, dtype=getattr(torch, args.dtype)) ** 3)
     print(f"diagonal operator, D = {args.dim}, {args.dtype}; {args.probes} probes x {args.steps} steps")
-    orig = sp._Lanczos._orthogonalise
+    orig = lz_mod.Lanczos._orthogonalise
 
     def run(reorth, orth=orig):
-        sp._Lanczos._orthogonalise = orth
+        lz_mod.Lanczos._orthogonalise = orth
         try:
             return pt.slq(op, args.steps, args.probes, reorth=reorth)
         finally:
-            sp._Lanczos._orthogonalise = orig
+            lz_mod.Lanczos._orthogonalise = orig
 
     fns = {"full, 2 passes bmm (old)": lambda: run("full", two_pass_bmm), "full (DGKS)": lambda: run("full"),
            "partial": lambda: run("partial"), "none": lambda: run("none")}
@@ -84,8 +85,8 @@ def main():
         print(f"{k:26s} {best[k]:6.2f} s  old/this {best['full, 2 passes bmm (old)'] / best[k]:5.2f}  "
               f"top Ritz {float(res[k].nodes.max()):.10f}  max |node - full| / |H| {diff:.1e}")
     for reorth in ("full", "partial"):
-        Q0 = sp._rademacher(op.dim, args.probes, 0) / math.sqrt(op.dim)
-        lz = sp._Lanczos(op, Q0, args.steps, reorth, sp._breakdown_tol(op))
+        Q0 = probes.rademacher(op.dim, args.probes, 0) / math.sqrt(op.dim)
+        lz = lz_mod.Lanczos(op, Q0, args.steps, reorth, lz_mod.breakdown_tol(op))
         lz.run(args.steps)
         print(f"{reorth}: Gram-Schmidt passes per probe {lz.passes.tolist()} in {args.steps} steps; "
               f"max ||Q^T Q - I|| {float(lz.orthogonality().max()):.1e}")

@@ -45,7 +45,7 @@ def child(method: str, layers: str, sparsity: float, threads: int) -> None:
 
     import phasetrans as pt  # imported (and the prune module) before the clock starts
 
-    k = pt.pruning.pruned_count(sparsity, D)  # ⌈sD⌉; torch gets the same count (an int amount)
+    k = pt.pruned_count(sparsity, D)  # ⌈sD⌉; torch gets the same count (an int amount)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     if method == "ours":

@@ -219,11 +219,12 @@ def main():
                 print(f"{k} vs full: top Ritz value per probe {float(top_d):.1e} rel., its weight "
                       f"{float(w_d):.1e} rel., expect(exp(-x)) {e_d:.1e} rel.")
     if "partial" in args.variants:
-        from phasetrans import spectral as sp
+        from phasetrans.linalg import lanczos as lz_mod
+        from phasetrans.linalg import probes
 
         H = pt.HessianOperator(model, nn.CrossEntropyLoss(), uneven, params="all")
-        lz = sp._Lanczos(H, sp._rademacher(H.dim, args.probes, 0, H.device) / D**0.5, args.steps,
-                         "partial", sp._breakdown_tol(H))
+        lz = lz_mod.Lanczos(H, probes.rademacher(H.dim, args.probes, 0, H.device) / D**0.5, args.steps,
+                         "partial", lz_mod.breakdown_tol(H))
         with torch.no_grad():
             lz.run(args.steps)
         print(f"partial: Gram-Schmidt passes per probe {lz.passes.tolist()} in {args.steps} steps "

@@ -1,43 +1,66 @@
 """phasetrans: predict how sparse a trained network can be pruned, from its Hessian spectrum and
 weight magnitudes (Zhang et al., NeurIPS 2024; Larsen et al., ICLR 2022; Amelunxen et al., 2014),
-and validate the prediction by pruning."""
+and validate the prediction by pruning.
 
-from . import data, geometry, models, plots
+The package re-exports its public names here (``import phasetrans as pt``); the layers live in
+folders (docs/DEVELOPING.md): ``linalg`` (operators, spectral estimators) → ``theory`` (geometry,
+the critical sparsity) → ``prune`` / ``train`` / ``evaluate`` → ``predict`` → ``report`` → ``cli``.
+"""
+
+import sys as _sys
+
+from . import data, models
 from ._checks import fingerprints_equal, model_fingerprint, preserve_model
+from ._version import __version__
 from .data import load_dataset
+from .evaluate import evaluate_accuracy, evaluate_loss
+from .linalg import (
+    DenseOperator,
+    Eigen,
+    Estimate,
+    HessianOperator,
+    Operator,
+    SpectralDensity,
+    as_operator,
+    slq,
+    top_eigenvalues,
+    trace,
+)
 from .models import build_model
-from .operators import DenseOperator, HessianOperator, Operator, as_operator
-from .params import prunable_parameters, select_parameters
-from .pipeline import Report, layer_kept_fractions, pruning_curve, validate
-from .prediction import (
-    Curve,
-    MagnitudeCurve,
-    Prediction,
+from .params import prunable_parameters, pruned_count, select_parameters
+from .predict import (
     ZeroMassEstimate,
     batch_loss_std,
-    critical_sparsity,
     estimate_eps,
     estimate_zero_mass,
     predict_sparsity,
-    width_fraction,
 )
-from .pruning import (
+from .prune import (
+    Threshold,
     apply_masks,
+    find_loss_threshold,
+    find_threshold,
     magnitude_masks,
     mask_sparsity,
     pruned,
-    pruned_count,
+    refit_steps,
+    sweep,
     to_torch_prune,
 )
-from .spectral import Eigen, Estimate, SpectralDensity, slq, top_eigenvalues, trace
-from .threshold import Threshold, find_loss_threshold, find_threshold, sweep
-from .training import (
-    TrainHistory,
-    evaluate_accuracy,
-    evaluate_loss,
-    finetune_masked,
-    lr_at_epoch,
-    train_l1,
+from .report import Report, layer_kept_fractions, plots, pruning_curve, validate
+from .theory import (
+    Curve,
+    MagnitudeCurve,
+    Prediction,
+    critical_sparsity,
+    geometry,
+    reference_critical_sparsity,
+    width_fraction,
 )
+from .train import TrainHistory, finetune_masked, lr_at_epoch, train_l1
 
-__version__ = "0.1.0"
+# ``phasetrans.geometry`` and ``phasetrans.plots`` were modules before the layers became folders;
+# research code imports them by those names (``from phasetrans.geometry import ...``).
+_sys.modules[__name__ + ".geometry"] = geometry
+_sys.modules[__name__ + ".plots"] = plots
+

@@ -62,7 +62,6 @@ def fsync_dir(directory: str | os.PathLike) -> None:
             os.close(fd)
 
 
-_fsync_dir = fsync_dir  # transition alias: the coordinator removes it with the shims
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -19,7 +19,9 @@ from torch import nn
 from ._checks import check_choice, check_float, check_int, check_model, check_seed, preserve_model
 from ._io import to_jsonable
 from ._timing import Stopwatch
-from .operators import HessianOperator, as_operator
+from .linalg.hessian import BatchNormMode, HessianOperator
+from .linalg.operator import as_operator
+from .linalg.trace import TraceMethod
 from .params import ParamSelection, pruned_count
 from .theory.critical import Prediction, check_eta, critical_sparsity
 from .theory.magnitude import weights_tensor
@@ -37,12 +39,8 @@ __all__ = [
     "predict_sparsity",
 ]
 
-#: How batch-norm layers run while the Hessian is formed (``HessianOperator(batchnorm=...)``).
-BatchNormMode = Literal["eval", "train"]
 #: How the spectrum is estimated: stochastic Lanczos quadrature, or dense ``eigvalsh`` (small D).
 SpectrumMethod = Literal["slq", "exact"]
-#: The trace estimator for the reported Jensen bound (``spectral.trace(method=...)``).
-TraceMethod = Literal["hutchinson", "hutch++", "xtrace"]
 TRACE_METHODS: tuple[TraceMethod, ...] = ("hutchinson", "hutch++", "xtrace")
 
 
@@ -204,7 +202,7 @@ def _eps_stage(H: HessianOperator, cfg: _Settings) -> tuple[float, str, dict]:
 def _spectrum_stage(H: HessianOperator, cfg: _Settings) -> Any:
     """Stage "spectrum": ``slq(H, num_steps, num_probes, seed)``, or all eigenvalues (dense)."""
     if cfg.spectrum_method == "slq":
-        from .spectral import slq
+        from .linalg.slq import slq
 
         return slq(H, num_steps=cfg.num_steps, num_probes=cfg.num_probes, seed=cfg.seed)
     return torch.linalg.eigvalsh(H.to_dense().to(torch.float64))
@@ -212,7 +210,7 @@ def _spectrum_stage(H: HessianOperator, cfg: _Settings) -> Any:
 
 def _trace_stage(H: HessianOperator, cfg: _Settings) -> tuple[float, dict]:
     """Stage "trace" (only with a ``trace_method``): Tr(H) for the reported Jensen bound."""
-    from .spectral import trace as estimate_trace
+    from .linalg.trace import trace as estimate_trace
 
     est = estimate_trace(H, method=cfg.trace_method, num_matvecs=cfg.trace_matvecs, seed=cfg.seed)
     return float(est.value), {"trace_stderr": to_jsonable(getattr(est, "stderr", None)),

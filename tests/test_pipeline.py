@@ -14,7 +14,7 @@ from torch import nn
 
 import phasetrans as pt
 from phasetrans._io import atomic_write_text
-from phasetrans.prediction import predict_sparsity
+from phasetrans.predict import predict_sparsity
 
 FAST = dict(num_steps=10, num_probes=2, curve_points=5, resolution=0.01,
             predict_kwargs={"bootstrap": 0})

@@ -20,21 +20,16 @@ from torch import nn
 
 import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
-from phasetrans.operators import DenseOperator, HessianOperator
+from phasetrans.linalg.hessian import HessianOperator
+from phasetrans.linalg.operator import DenseOperator
 from phasetrans.params import prunable_parameters
-from phasetrans.prediction import (
-    MagnitudeCurve,
-    Prediction,
-    batch_loss_std,
-    critical_sparsity,
-    estimate_zero_mass,
-    predict_sparsity,
-    width_fraction,
-)
-from phasetrans.pruning import pruned
-from phasetrans.theory.critical import reference_critical_sparsity
+from phasetrans.predict import batch_loss_std, estimate_zero_mass, predict_sparsity
+from phasetrans.prune.masks import pruned
+from phasetrans.theory.critical import Prediction, critical_sparsity, reference_critical_sparsity
+from phasetrans.theory.magnitude import MagnitudeCurve
 from phasetrans.theory.reference import reference_density
 from phasetrans.theory.spectrum import Spectrum
+from phasetrans.theory.width import width_fraction
 
 
 # ------------------------------------------------------------------------------------------
@@ -438,7 +433,7 @@ def test_prediction_is_frozen_and_the_reference_pipeline_its_own_function():
 def test_prediction_plot_delegates_to_the_plots_module(tmp_path):
     import matplotlib.pyplot as plt
 
-    from phasetrans.plots import plot_crossing
+    from phasetrans.report.plots import plot_crossing
 
     rng = np.random.default_rng(3)
     A = rng.standard_normal((40, 40))
@@ -535,8 +530,9 @@ def test_prediction_matches_one_shot_threshold_l1_mlp():
     2 points of the measured one-shot threshold (test accuracy ≥ dense). Measured when written:
     predicted 0.9471, measured 0.937. Weaker l1 overestimates (0 → +26 points, 1e-3 → +7): the one-shot pruned point leaves S(ε)
     earlier than the quadratic-width heuristic says."""
-    from phasetrans.threshold import find_threshold
-    from phasetrans.training import evaluate_accuracy, train_l1
+    from phasetrans.evaluate import evaluate_accuracy
+    from phasetrans.prune.threshold import find_threshold
+    from phasetrans.train import train_l1
 
     Xtr, ytr, Xte, yte = digits_tensors(torch.float64)
     train = [(Xtr[i : i + 64], ytr[i : i + 64]) for i in range(0, len(ytr), 64)]

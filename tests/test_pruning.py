@@ -262,11 +262,10 @@ def test_to_torch_prune_export():
 
 def test_check_masks_and_pruned_count_are_shared_helpers():
     from phasetrans import params
-    from phasetrans import pruning as shim
 
     # one definition, reachable from the base layer (theory, train) and from prune
     assert pruning.check_masks is params.check_masks and pruning.pruned_count is params.pruned_count
-    assert shim._check_masks is params.check_masks and pt.pruned_count is params.pruned_count
+    assert pt.pruned_count is params.pruned_count
     model = small_model()
     masks = pt.magnitude_masks(model, 0.5)
     checked = pruning.check_masks(model, masks)

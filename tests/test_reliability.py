@@ -251,6 +251,11 @@ BAD_INPUTS = [
     row("geometry.l1_recovery_transition", "ks=[]", lambda: pt.geometry.l1_recovery_transition(5, 1, []), ValueError, "ks"),
     row("geometry.transition_midpoint", "successes of other length", lambda: pt.geometry.transition_midpoint([1, 2], [1], 5), ValueError, "successes"),
     # prediction
+    row("reference_critical_sparsity", "eps=-1", lambda: pt.reference_critical_sparsity(torch.randn(10), spec_of(10), -1.0), ValueError, "eps"),
+    row("reference_critical_sparsity", "weights=None", lambda: pt.reference_critical_sparsity(None, spec_of(10), 0.1), TypeError, "weights"),
+    row("refit_steps", "steps=-1", lambda: pt.refit_steps(-1, LOSS, DATA), ValueError, "steps"),
+    row("refit_steps", "loss_fn=None", lambda: pt.refit_steps(1, None, DATA), TypeError, "loss_fn"),
+    row("refit_steps", "lr=-1", lambda: pt.refit_steps(1, LOSS, DATA, lr=-1.0), ValueError, "lr"),
     row("critical_sparsity", "eps=0", lambda: pt.critical_sparsity(torch.randn(10), spec_of(10), 0.0), ValueError, "eps"),
     row("critical_sparsity", "eps=NaN", lambda: pt.critical_sparsity(torch.randn(10), spec_of(10), NAN), ValueError, "eps"),
     row("critical_sparsity", "eps=-1", lambda: pt.critical_sparsity(torch.randn(10), spec_of(10), -1.0), ValueError, "eps"),

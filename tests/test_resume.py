@@ -353,7 +353,6 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def test_writes_and_the_sweep_log_fsync_their_directory(tmp_path, monkeypatch):
-    assert _io._fsync_dir is _io.fsync_dir  # transition alias
     synced = []
     real = os.fsync
 

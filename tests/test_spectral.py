@@ -16,17 +16,13 @@ from torch import nn
 
 import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
+from phasetrans.linalg.density import Estimate, SpectralDensity
+from phasetrans.linalg.eigs import Eigen, top_eigenvalues
 from phasetrans.linalg.lanczos import Lanczos, breakdown_tol
+from phasetrans.linalg.operator import Operator
 from phasetrans.linalg.probes import rademacher
-from phasetrans.operators import Operator
-from phasetrans.spectral import (
-    Eigen,
-    Estimate,
-    SpectralDensity,
-    slq,
-    top_eigenvalues,
-    trace,
-)
+from phasetrans.linalg.slq import slq
+from phasetrans.linalg.trace import trace
 
 F64 = torch.float64
 
@@ -376,7 +372,7 @@ def wide_matrix(n=300, seed=0):
 
 
 def lanczos(H, reorth, steps, probes, seed=0):
-    op = pt.operators.as_operator(H)
+    op = pt.as_operator(H)
     lz = Lanczos(op, rademacher(op.dim, probes, seed) / math.sqrt(op.dim), steps, reorth,
                  breakdown_tol(op))
     lz.run(steps)
@@ -624,7 +620,7 @@ def test_slq_basis_budget_groups_probes_and_refuses_what_cannot_fit():
     assert none.nodes.shape == (6, 20)
 
 
-class _Huge(pt.operators.Operator):
+class _Huge(pt.Operator):
     """dim 10**9: only the memory check may run, never a product."""
 
     dim, dtype, device = 10**9, torch.float32, torch.device("cpu")

@@ -93,9 +93,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
     from .._io import atomic_write_text
-    from ..operators import HessianOperator
+    from ..linalg.hessian import HessianOperator
+    from ..linalg.slq import slq
     from ..report.plots import plot_spectrum
-    from ..spectral import slq
 
     cfg, model, train, _ = common_setup(args)
     out = out_dir(args)
@@ -129,7 +129,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .._io import atomic_write_text
-    from ..prediction import estimate_eps, predict_sparsity
+    from ..predict import estimate_eps, predict_sparsity
     from ..report.plots import plot_crossing, plot_spectrum
 
     cfg, model, train, _ = common_setup(args)
@@ -160,7 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg: dict, model: Any, train: Any) -> None:
-    from ..training import train_l1
+    from ..train import train_l1
 
     log(args, f"training with l1 = {cfg['l1']} for {cfg.get('epochs', 30)} epochs")
     train_l1(model, loss_fn(), train, l1=float(cfg["l1"]), epochs=cfg.get("epochs", 30),
@@ -168,8 +168,8 @@ def _train(args: argparse.Namespace, cfg: dict, model: Any, train: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..threshold import sweep
-    from ..training import evaluate_accuracy
+    from ..evaluate import evaluate_accuracy
+    from ..prune.sweep import sweep
 
     cfg, model, train, test = common_setup(args)
     out = out_dir(args)

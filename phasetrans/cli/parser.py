@@ -138,7 +138,7 @@ def _add_validate(sub: Any) -> None:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return f"phasetrans {__version__}"
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .._batches import batch_size, move_batch
+from .._checks import check_scalar_loss
 
 __all__ = [
     "BatchNormMode", "BATCHNORM_TYPES", "batchnorm_modes", "fixed_state", "batch_loss",
@@ -72,13 +73,8 @@ def batch_loss(
 
 
 def check_batch_loss(loss: torch.Tensor, index: int) -> None:
-    """``TypeError`` unless ``loss`` is a scalar tensor, ``ValueError`` if it is not finite."""
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise TypeError(
-            f"loss_fn must return a scalar tensor (the batch mean), got "
-            f"{type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}"
-            f" at batch {index}"
-        )
+    """``NonScalarLossError`` (a ``TypeError``) unless ``loss`` is a scalar tensor, ``ValueError`` if it is not finite."""
+    check_scalar_loss(loss, "loss_fn", f"at batch {index}")
     if not torch.isfinite(loss).all():
         raise ValueError(f"non-finite loss ({loss.item()}) at batch {index} of data")
 

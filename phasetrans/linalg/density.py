@@ -168,7 +168,7 @@ class SpectralDensity:
         defaults to ``num_points`` points over ``[θ_min − 5σ, θ_max + 5σ]``; ``kwargs`` go to
         ``ax.plot``. Drawn by :func:`phasetrans.plots.plot_spectrum` (the density line only).
         """
-        from ..plots import plot_spectrum
+        from ..report.plots import plot_spectrum
 
         if not isinstance(log, bool):
             raise TypeError(f"log must be a bool, got {type(log).__name__}")

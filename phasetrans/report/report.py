@@ -35,7 +35,7 @@ def layer_kept_fractions(model: nn.Module, sparsity: float, params: Any = None) 
     ``{name: {"kept": int, "total": int, "kept_fraction": float}}`` (from
     :func:`~phasetrans.magnitude_masks`). A layer with kept fraction near 0 has *collapsed*: the
     network is cut, whatever the other layers keep. The model is unchanged."""
-    from ..pruning import magnitude_masks
+    from ..prune.masks import magnitude_masks
 
     check_model(model)
     masks = magnitude_masks(model, sparsity, params=params)
@@ -60,8 +60,8 @@ def pruning_curve(
     Returns ``{"sparsity": [...], "accuracy": [...], "loss": [...]}`` sorted by sparsity
     (``loss`` only with ``loss_fn``). The model comes back bit-for-bit.
     """
-    from ..pruning import pruned
-    from ..training import evaluate_accuracy, evaluate_loss
+    from ..evaluate import evaluate_accuracy, evaluate_loss
+    from ..prune.masks import pruned
 
     check_model(model)
     if loss_fn is not None and not callable(loss_fn):

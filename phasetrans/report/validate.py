@@ -118,8 +118,8 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
              strict, refit_lr, progress, train_kwargs, predict_kwargs) -> _Run:
     """Every argument of :func:`validate` checked (in signature order), before any work."""
-    from ..prediction import predict_sparsity
-    from ..training import train_l1
+    from ..predict import predict_sparsity
+    from ..train import train_l1
 
     check_model(model)
     check_callable(loss_fn, "loss_fn")
@@ -175,7 +175,7 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
 def _train_copy(model: nn.Module, run: _Run) -> tuple[nn.Module, Any]:
     """``(trained model, history)``: a deep copy (the model itself with ``inplace``) trained
     with :func:`~phasetrans.train_l1`."""
-    from ..training import train_l1
+    from ..train import train_l1
 
     work = model if run.inplace else copy.deepcopy(model)
     history = train_l1(work, run.loss_fn, run.train, l1=run.l1, epochs=run.epochs, lr=run.lr,
@@ -185,7 +185,7 @@ def _train_copy(model: nn.Module, run: _Run) -> tuple[nn.Module, Any]:
 
 def _dense_eval(work: nn.Module, run: _Run) -> dict:
     """Test accuracy, test loss and training loss of the unpruned model."""
-    from ..training import evaluate_accuracy, evaluate_loss
+    from ..evaluate import evaluate_accuracy, evaluate_loss
 
     return {
         "test_accuracy": evaluate_accuracy(work, run.test),
@@ -198,7 +198,7 @@ def _predict(work: nn.Module, run: _Run) -> Any:
     """:func:`~phasetrans.predict_sparsity` on the Hessian data. Without ``eps`` and with
     separate ``hessian_data``, ε is the standard deviation of the batch losses over the
     *training* batches (``eps_source="batch_loss_std"``), not over the larger Hessian batches."""
-    from ..prediction import estimate_eps, predict_sparsity
+    from ..predict import estimate_eps, predict_sparsity
 
     eps, eps_source = run.eps, "user"
     if eps is None and run.hessian_given:
@@ -212,7 +212,7 @@ def _predict(work: nn.Module, run: _Run) -> Any:
 
 
 def _test_accuracy(run: _Run) -> Callable[[nn.Module], float]:
-    from ..training import evaluate_accuracy
+    from ..evaluate import evaluate_accuracy
 
     def test_accuracy(m: nn.Module) -> float:
         return evaluate_accuracy(m, run.test)
@@ -222,7 +222,7 @@ def _test_accuracy(run: _Run) -> Callable[[nn.Module], float]:
 
 def _threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
     """One-shot threshold on test accuracy (``>= dense − tolerance``)."""
-    from ..threshold import find_threshold
+    from ..prune.threshold import find_threshold
 
     return find_threshold(work, _test_accuracy(run), baseline=dense["test_accuracy"],
                           tolerance=run.tolerance, resolution=run.resolution, strict=run.strict)
@@ -230,7 +230,7 @@ def _threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
 
 def _refit_threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
     """The same threshold after ``refit`` SGD steps on the kept support of each pruned model."""
-    from ..threshold import find_threshold
+    from ..prune.threshold import find_threshold
 
     return find_threshold(
         work, _test_accuracy(run), baseline=dense["test_accuracy"], tolerance=run.tolerance,
@@ -241,7 +241,7 @@ def _refit_threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
 
 def _loss_threshold(work: nn.Module, run: _Run, eps: float) -> Any:
     """Largest ``s`` with ``L_train(w^(s)) <= L_train(w*) + eps``."""
-    from ..threshold import find_loss_threshold
+    from ..prune.threshold import find_loss_threshold
 
     return find_loss_threshold(work, run.loss_fn, run.train, eps, resolution=run.resolution)
 

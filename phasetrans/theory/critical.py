@@ -222,7 +222,7 @@ class Prediction:
         from matplotlib.axes import Axes
 
         from .._io import check_path
-        from ..plots import plot_crossing, plot_spectrum
+        from ..report.plots import plot_crossing, plot_spectrum
 
         if isinstance(ax, (str, os.PathLike)):
             ax, path = None, ax

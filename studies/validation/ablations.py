@@ -14,17 +14,18 @@ from torch import nn
 
 from phasetrans import data as pt_data
 from phasetrans._timing import Stopwatch
-from phasetrans.operators import HessianOperator
-from phasetrans.params import prunable_parameters
-from phasetrans.prediction import critical_sparsity, estimate_zero_mass
-from phasetrans.pruning import apply_masks, pruned_count
+from phasetrans.evaluate import evaluate_accuracy
+from phasetrans.linalg.hessian import HessianOperator
+from phasetrans.params import prunable_parameters, pruned_count
+from phasetrans.predict import estimate_zero_mass
+from phasetrans.prune.masks import apply_masks
+from phasetrans.prune.threshold import find_loss_threshold
+from phasetrans.theory.critical import critical_sparsity
 from phasetrans.theory.quadratic import (
     brute_force_refit_threshold,
     make_quadratic,
     quadratic_thresholds,
 )
-from phasetrans.threshold import find_loss_threshold
-from phasetrans.training import evaluate_accuracy
 
 from .cases import NET_CASES, batch_eps, case_data, measure_model, run_network_case
 

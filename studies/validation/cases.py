@@ -24,13 +24,17 @@ from torch import nn
 from phasetrans import data as pt_data
 from phasetrans import models as pt_models
 from phasetrans._timing import Stopwatch
-from phasetrans.operators import DenseOperator, HessianOperator
-from phasetrans.prediction import critical_sparsity, estimate_eps
-from phasetrans.pruning import pruned, pruned_count
-from phasetrans.spectral import slq
+from phasetrans.evaluate import evaluate_accuracy, evaluate_loss
+from phasetrans.linalg.hessian import HessianOperator
+from phasetrans.linalg.operator import DenseOperator
+from phasetrans.linalg.slq import slq
+from phasetrans.params import pruned_count
+from phasetrans.predict import estimate_eps
+from phasetrans.prune.masks import pruned
+from phasetrans.prune.threshold import find_loss_threshold, find_threshold
+from phasetrans.theory.critical import critical_sparsity
 from phasetrans.theory.quadratic import make_quadratic, quadratic_thresholds
-from phasetrans.threshold import find_loss_threshold, find_threshold
-from phasetrans.training import evaluate_accuracy, evaluate_loss, train_l1
+from phasetrans.train import train_l1
 
 __all__ = [
     "EXACT_MAX_DIM", "QUAD_CASES", "NET_CASES", "run_quadratic_case", "case_data", "batch_eps",

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..._batches import Batches, as_batches, batch_size, move_batch
-from ..._checks import check_callable, model_device_dtype
+from ..._checks import check_callable, check_scalar_loss, model_device_dtype
 from ...params import select_parameters
 
 __all__ = [
@@ -78,10 +78,7 @@ def _loss_function(model: nn.Module, loss_fn: Callable, names: list[str]) -> Cal
         state = dict(fixed)
         state.update(zip(names, theta))
         value = loss_fn(functional_call(model, state, _args(inputs)), targets)
-        if not isinstance(value, torch.Tensor) or value.dim() != 0:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"loss_fn must return a scalar tensor (the batch mean), got {shape}")
-        return value
+        return check_scalar_loss(value, "loss_fn")
 
     return loss
 

@@ -22,11 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..._checks import check_fraction
-
-try:
-    from ...params import pruned_count
-except ImportError:  # transition: before pruned_count moved into params.py
-    from ...pruning import pruned_count
+from ...params import pruned_count
 
 __all__ = ["Criterion", "ScoreCriterion", "score_masks", "check_scores", "infeasible_floor"]
 
