@@ -367,3 +367,124 @@ def test_writes_and_the_sweep_log_fsync_their_directory(tmp_path, monkeypatch):
     pt.sweep(torch.nn.Linear(3, 2), lambda m: 0.0, [0.5], path=tmp_path / "log.jsonl")
     if os.path.exists("/proc/self/fd"):
         assert synced.count(str(tmp_path.resolve())) == 3  # fsync_dir, atomic write, new log
+
+
+# --- files that are not ours (issue 16) -----------------------------------------------------
+def _no_hang(seconds: int = 30):
+    """Fail (instead of blocking the suite forever) if the block does not end in time."""
+    def alarm(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    return previous
+
+
+def _end_no_hang(previous) -> None:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+FOREIGN = {
+    "notes.txt": b"my notes\nthe last line has no newline",
+    "table.csv": b"a,b\n1,2\n3,4",
+    "one-line": b"hello",
+    "binary.bin": bytes(range(256)) * 4,
+    "sweep-like.jsonl": b'{"kind": "something else"}\n{"index": 0',
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN) + ["weights.pt"])
+def test_sweep_never_touches_a_file_that_is_not_its_log(tmp_path, name):
+    """The header is checked before a torn last line is cut: a foreign file is refused as is."""
+    path = tmp_path / name
+    if name == "weights.pt":
+        torch.save(torch.nn.Linear(30, 20).state_dict(), path)
+    else:
+        path.write_bytes(FOREIGN[name])
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="not a phasetrans sweep file; it was left untouched"):
+        pt.sweep(torch.nn.Linear(3, 2), lambda m: 0.0, [0.5], path=path)
+    assert path.read_bytes() == before
+    if name == "weights.pt":
+        assert set(_io.safe_torch_load(path)) == {"weight", "bias"}  # still loads
+
+
+@pytest.mark.parametrize("target", [b"precious\nno newline", b"", "a sweep log"])
+def test_sweep_log_is_never_opened_through_a_symlink(tmp_path, target):
+    model = torch.nn.Linear(3, 2)
+    real = tmp_path / "shared" / "target.jsonl"
+    real.parent.mkdir()
+    if target == "a sweep log":
+        pt.sweep(model, lambda m: 0.0, [0.5, 0.9], path=real)
+        with open(real, "ab") as f:
+            f.write(b'{"index": 1, "spars')  # a torn line: would be cut through a link
+    else:
+        real.write_bytes(target)
+    before = real.read_bytes()
+    link = tmp_path / "sweep.jsonl"
+    link.symlink_to(real)
+    with pytest.raises(ValueError, match="symbolic link"):
+        pt.sweep(model, lambda m: 0.0, [0.5, 0.9], path=link)
+    assert real.read_bytes() == before and link.is_symlink()
+
+
+def test_fifos_are_refused_not_waited_on(tmp_path):
+    """A FIFO as a sweep log or a checkpoint would block a read forever: refused at once."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    model, loss_fn, loader, kwargs = W.problem_train()
+    previous = _no_hang()
+    try:
+        with pytest.raises(ValueError, match="FIFO"):
+            pt.sweep(torch.nn.Linear(3, 2), lambda m: 0.0, [0.5], path=fifo)
+        with pytest.raises(ValueError, match="FIFO"):
+            pt.slq(W.problem_slq(), num_steps=3, num_probes=1, checkpoint=fifo)
+        with pytest.raises(ValueError, match="FIFO"):
+            pt.train_l1(model, loss_fn, loader, checkpoint=fifo, **kwargs)
+        with pytest.raises(ValueError, match="FIFO"):
+            _io.safe_torch_load(fifo)
+        with pytest.raises(ValueError, match="FIFO"):
+            _io.read_json(fifo)
+        with pytest.raises(ValueError, match="FIFO"):
+            _io.atomic_write_text(fifo, "x")  # never replaced either
+    finally:
+        _end_no_hang(previous)
+    assert fifo.exists() and not fifo.is_file()
+
+
+def test_a_torn_header_of_ours_is_restarted_and_a_mismatch_names_what_differs(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"kind": "phasetrans.sw')  # a crash while the header was written
+    assert pt.sweep(model, lambda m: 1.0, [0.5], path=path, metadata={"seed": 0}) == [(0.5, 1.0)]
+    assert len(path.read_text().splitlines()) == 2
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"differs in: metadata\.seed \(file 0, this call 1\).*delete"):
+        pt.sweep(model, lambda m: 1.0, [0.5], path=path, metadata={"seed": 1})
+    assert path.read_bytes() == before
+
+
+def test_booleans_are_not_sparsities():
+    model = torch.nn.Linear(3, 2)
+    for grid in ([True, 0.5], torch.tensor([True, False]), [torch.tensor(True)]):
+        with pytest.raises(TypeError, match=r"sparsities\[0\].*boolean"):
+            pt.sweep(model, lambda m: 0.0, grid)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_respect_the_umask(tmp_path, umask):
+    """Files get ``0o666 & ~umask`` as with open() (mkstemp alone gives 0600); a file that is
+    rewritten keeps its mode."""
+    previous = os.umask(umask)
+    try:
+        _io.atomic_write_text(tmp_path / "a.json", "{}")
+        _io.atomic_torch_save(tmp_path / "c.pt", {"x": torch.zeros(1)})
+        pt.sweep(torch.nn.Linear(3, 2), lambda m: 0.0, [0.5], path=tmp_path / "s.jsonl")
+        for name in ("a.json", "c.pt", "s.jsonl"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+        (tmp_path / "a.json").chmod(0o640)
+        _io.atomic_write_text(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(previous)

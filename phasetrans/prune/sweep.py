@@ -14,52 +14,88 @@ import os
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .._checks import check_bool, check_callable, check_fraction, check_model, preserve_model
-from .._io import check_path, fsync_dir
+from .._io import check_path, fsync_dir, open_regular
 from ..distributed import run_on_main_process
 from ..params import ParamSelection
 from .refit import Refit, pruned_metric, resolve_refit
 
-__all__ = ["sweep", "read_sweep_log"]
+__all__ = ["sweep", "read_sweep_log", "SweepLogMismatch"]
 
 _HEADER_KIND = "phasetrans.sweep/1"
 
 
-def read_sweep_log(path: str, header: dict) -> dict[int, float]:
-    """Results already in ``path`` (index -> metric); checks the header; drops a torn last line."""
-    done: dict[int, float] = {}
-    with open(path, "rb") as f:
-        raw = f.read()
-    if not raw:
-        return done
-    good_end = raw.rfind(b"\n") + 1
-    if good_end < len(raw):  # a partial last line from an interrupted write: drop it
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-        raw = raw[:good_end]
-    lines = raw.decode().splitlines()
-    if not lines:
-        return done
+class SweepLogMismatch(ValueError):
+    """The log at ``path`` was written by a sweep with other arguments (``ValueError``)."""
+
+
+def _header_line(header: dict) -> bytes:
+    return (json.dumps({"kind": _HEADER_KIND, "header": header}) + "\n").encode()
+
+
+_MARK = json.dumps({"kind": _HEADER_KIND})[:-1].encode()  # b'{"kind": "phasetrans.sweep/1"'
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The keys where two headers differ, dotted into nested dicts (``metadata.seed``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old == new:
+        return []
+    show = (lambda v: repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "...")  # noqa: E731
+    return [f"{prefix[:-1]} (file {show(old)}, this call {show(new)})"]
+
+
+def _check_header(path: str, first: bytes, header: dict) -> None:
+    """``ValueError`` unless ``first`` (the file's first line) is this sweep's header."""
     try:
-        first = json.loads(lines[0])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"path: {path!r} is not a phasetrans sweep file (bad header)") from exc
-    if not isinstance(first, dict) or first.get("kind") != _HEADER_KIND:
-        raise ValueError(f"path: {path!r} is not a phasetrans sweep file")
-    if first.get("header") != header:
-        raise ValueError(
-            f"path: {path!r} was written by a different sweep (header {first.get('header')!r}, "
-            f"this call {header!r}); use another path"
+        obj = json.loads(first.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if not isinstance(obj, dict) or obj.get("kind") != _HEADER_KIND:
+        raise ValueError(f"path: {path!r} is not a phasetrans sweep file; it was left untouched: "
+                         f"use another path")
+    if obj.get("header") != header:
+        diff = "; ".join(_differences(obj.get("header"), header)) or "the header"
+        raise SweepLogMismatch(
+            f"path: {path!r} was written by a different sweep, which differs in: {diff}. Its "
+            f"results are not this call's; to start fresh, delete {path!r} or use another path"
         )
-    for number, line in enumerate(lines[1:], start=2):
+
+
+def _read_records(f: IO[bytes], path: str, header: dict) -> dict[int, float]:
+    """The records of the open log ``f`` (index -> metric). The header is checked *before*
+    anything is changed, so a file that is not this sweep's log is never touched; only then is
+    a torn last line (a write cut short by a crash) cut off. An empty file, or one holding only
+    a torn header line, is a new log (emptied)."""
+    first = f.readline(max(2 * len(_header_line(header)), 1 << 20))
+    if not first.endswith(b"\n"):  # no whole first line: a torn header of ours, else refused
+        rest = f.read(1)
+        if not rest and (_MARK.startswith(first) or first.startswith(_MARK)):
+            f.truncate(0)
+            return {}
+        raise ValueError(f"path: {path!r} is not a phasetrans sweep file; it was left untouched: "
+                         f"use another path")
+    _check_header(path, first, header)
+    body = f.read()
+    good_end = body.rfind(b"\n") + 1
+    if good_end < len(body):  # a partial last line from an interrupted write: drop it
+        f.truncate(len(first) + good_end)
+        body = body[:good_end]
+    done: dict[int, float] = {}
+    for number, line in enumerate(body.splitlines(), start=2):
         if line.strip():
             try:
-                rec = json.loads(line)
+                rec = json.loads(line.decode("utf-8"))
                 index, metric = int(rec["index"]), float(rec["metric"])
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
                 raise ValueError(
                     f"path: {path!r} line {number} is not a sweep record ({exc}); the file is "
                     f"corrupt: use another path"
@@ -70,24 +106,37 @@ def read_sweep_log(path: str, header: dict) -> dict[int, float]:
     return done
 
 
-def _append(f: IO[str], record: dict) -> None:
-    f.write(json.dumps(record) + "\n")
+def read_sweep_log(path: str, header: dict) -> dict[int, float]:
+    """Results already in ``path`` (index -> metric); checks the header first, then drops a torn
+    last line. The file must be a regular file, not opened through a symbolic link."""
+    fd = open_regular(path, os.O_RDWR, "path", follow_symlinks=False)
+    with os.fdopen(fd, "r+b") as f:
+        return _read_records(f, path, header)
+
+
+def _append(f: IO[bytes], record: dict) -> None:
+    f.write((json.dumps(record) + "\n").encode())
     f.flush()
     os.fsync(f.fileno())
 
 
-def _open_log(path: str, header: dict) -> tuple[dict[int, float], IO[str] | None]:
+def _open_log(path: str, header: dict) -> tuple[dict[int, float], IO[bytes] | None]:
     """The records already in the log and, on rank 0, the log open for appending (the header
-    written first when the file is new). Data-parallel: rank 0 reads and writes the file, every
-    rank evaluates (the evaluation is collective), so every rank resumes from rank 0's records."""
-    opened: list[IO[str]] = []
+    written first when the file is new). The log is opened without following a symbolic link
+    and only if it is a regular file (a FIFO would block), created with ``0o666 & ~umask``.
+    Data-parallel: rank 0 reads and writes the file, every rank evaluates (the evaluation is
+    collective), so every rank resumes from rank 0's records."""
+    opened: list[IO[bytes]] = []
 
     def open_records() -> dict[int, float]:
-        records = read_sweep_log(path, header) if os.path.exists(path) else {}
-        f = open(path, "a", encoding="utf-8")
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "path", follow_symlinks=False)
+        f = os.fdopen(fd, "r+b")
         try:
-            if f.tell() == 0:
-                _append(f, {"kind": _HEADER_KIND, "header": header})
+            records = _read_records(f, path, header)
+            if f.seek(0, os.SEEK_END) == 0:
+                f.write(_header_line(header))
+                f.flush()
+                os.fsync(f.fileno())
                 fsync_dir(os.path.dirname(os.path.abspath(path)))
         except BaseException:
             f.close()
@@ -100,7 +149,7 @@ def _open_log(path: str, header: dict) -> tuple[dict[int, float], IO[str] | None
 
 
 def _check_grid(sparsities: Any) -> list[float]:
-    """The sparsities as a non-empty list of numbers in ``[0, 1]``."""
+    """The sparsities as a non-empty list of numbers in ``[0, 1]`` (booleans refused)."""
     if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, (Sequence, torch.Tensor)):
         try:
             sparsities = list(sparsities)  # numpy arrays, ranges
@@ -108,7 +157,11 @@ def _check_grid(sparsities: Any) -> list[float]:
             raise TypeError(
                 f"sparsities must be a sequence of numbers, got {type(sparsities).__name__}"
             ) from None
-    grid = [check_fraction(s, f"sparsities[{i}]") for i, s in enumerate(list(sparsities))]
+    values = list(sparsities)
+    for i, s in enumerate(values):
+        if isinstance(s, (bool, np.bool_)) or (isinstance(s, torch.Tensor) and s.dtype == torch.bool):
+            raise TypeError(f"sparsities[{i}] must be a real number, got a boolean ({s!r})")
+    grid = [check_fraction(s, f"sparsities[{i}]") for i, s in enumerate(values)]
     if not grid:
         raise ValueError("sparsities must contain at least one value")
     return grid
