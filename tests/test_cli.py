@@ -174,12 +174,12 @@ def test_validate_needs_trained_weights_and_runs(tmp_path, capsys):
 
 
 def test_bad_values_exit_2(tmp_path, capsys):
-    assert run(capsys, "spectrum", "--model", "nope", *SMALL)[0] == 2
-    assert run(capsys, "spectrum", "--data", "nope", *SMALL)[0] == 2
-    assert run(capsys, "spectrum", "--data", "mnist", *SMALL)[0] == 2  # needs --data-root
-    assert run(capsys, "spectrum", "--data", "mnist", "--data-root", str(tmp_path), *SMALL)[0] == 2
-    assert run(capsys, "spectrum", "--seed", "-1", *SMALL)[0] == 2
-    assert run(capsys, "spectrum", "--num-steps", "0", "--quiet")[0] == 2
+    assert run(capsys, "spectrum", "--model", "nope", "--random-init", *SMALL)[0] == 2
+    assert run(capsys, "spectrum", "--data", "nope", "--random-init", *SMALL)[0] == 2
+    assert run(capsys, "spectrum", "--data", "mnist", "--random-init", *SMALL)[0] == 2  # needs --data-root
+    assert run(capsys, "spectrum", "--data", "mnist", "--data-root", str(tmp_path), "--random-init", *SMALL)[0] == 2
+    assert run(capsys, "spectrum", "--seed", "-1", "--random-init", *SMALL)[0] == 2
+    assert run(capsys, "spectrum", "--num-steps", "0", "--random-init", "--quiet")[0] == 2
     f = tmp_path / "file"
     f.write_text("x")
     assert run(capsys, "demo", "--out", str(f), "--quiet")[0] == 2
@@ -194,7 +194,7 @@ def test_runtime_failure_exits_1(monkeypatch, capsys):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(spectral, "slq", boom)
-    code, _, err = run(capsys, "spectrum", *SMALL)
+    code, _, err = run(capsys, "spectrum", "--random-init", *SMALL)
     assert code == 1 and "out of memory" in err
 
 
@@ -225,9 +225,9 @@ def test_demo_full_agrees_within_three_points(tmp_path, capsys):
 
 
 def test_threads_option(capsys):
-    assert run(capsys, "spectrum", "--threads", "0", *SMALL)[0] == 2
+    assert run(capsys, "spectrum", "--threads", "0", "--random-init", *SMALL)[0] == 2
     before = torch.get_num_threads()
-    assert run(capsys, "spectrum", "--threads", "1", *SMALL)[0] == 0
+    assert run(capsys, "spectrum", "--threads", "1", "--random-init", *SMALL)[0] == 0
     assert torch.get_num_threads() == before  # restored
 
 
@@ -242,3 +242,185 @@ def test_package_layout_entry_points():
     sub = [a for a in build_parser()._actions if a.dest == "command"][0]
     for name in SUBCOMMANDS:
         assert sub.choices[name].get_default("func") is getattr(commands, f"cmd_{name}")
+
+
+# --- issue 16: no trained weights, stale sweep logs, outputs checked first, bounds, SIGTERM ----
+@pytest.mark.parametrize("command", ["spectrum", "predict", "sweep"])
+def test_commands_need_trained_weights_or_an_explicit_random_init(command, tmp_path, capsys):
+    small = ["--quiet"] if command == "sweep" else SMALL
+    code, out, err = run(capsys, command, *small)
+    assert code == 2 and out == ""
+    assert "no trained weights" in err and "--checkpoint" in err and "--random-init" in err
+    _, path = _state_dict_file(tmp_path)
+    code, _, err = run(capsys, command, "--checkpoint", str(path), "--random-init", *small)
+    assert code == 2 and "exclude each other" in err
+
+
+def test_random_init_is_an_explicit_opt_in(capsys):
+    code, out, _ = run(capsys, "spectrum", "--random-init", "--json", *SMALL)
+    assert code == 0 and json.loads(out)["dim"] == 6464
+    code, _, _ = run(capsys, "sweep", "--random-init", "--sparsities", "0,1", "--quiet")
+    assert code == 0
+
+
+def test_sweep_rerun_on_another_run_is_refused_not_answered_from_the_old_log(tmp_path, capsys):
+    _, path = _state_dict_file(tmp_path)
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save(pt.models.digits_mlp().state_dict(), other)
+    out_dir = tmp_path / "sw"
+    base = ["sweep", "--sparsities", "0,0.5,0.9", "--out", str(out_dir), "--json", "--quiet"]
+    code, out, _ = run(capsys, *base, "--checkpoint", str(path))
+    assert code == 0
+    points = json.loads(out)["points"]
+    log = (out_dir / "sweep.jsonl").read_bytes()
+    cases = {
+        "another checkpoint": (["--checkpoint", str(other)], "metadata.weights_sha256"),
+        "another seed": (["--checkpoint", str(path), "--seed", "3"], "metadata.seed"),
+        "another batch size": (["--checkpoint", str(path), "--batch-size", "64"], "metadata.batch_size"),
+    }
+    for name, (extra, differs) in cases.items():
+        code, out, err = run(capsys, *base, *extra)
+        assert code == 2 and out == "", name
+        assert differs in err and "delete" in err and "--out" in err, (name, err)
+        assert (out_dir / "sweep.jsonl").read_bytes() == log, name
+    code, out, _ = run(capsys, *base, "--checkpoint", str(path))  # the same run: resumed
+    assert code == 0 and json.loads(out)["points"] == points
+
+
+def _count_calls(monkeypatch, module: str, name: str) -> list:
+    import sys
+
+    calls = []
+
+    def fake(*a, **k):
+        calls.append(1)
+        raise RuntimeError("computed")
+
+    monkeypatch.setattr(sys.modules[module], name, fake)
+    return calls
+
+
+OUT_CASES = {  # command, extra arguments, (module, function) that computes, a file it writes
+    "spectrum": ([], ("phasetrans.linalg.slq", "slq"), "spectrum.json"),
+    "predict": (["--eps", "0.1"], ("phasetrans.predict", "predict_sparsity"), "crossing.png"),
+    "sweep": (["--sparsities", "0,1"], ("phasetrans.prune.sweep", "sweep"), "sweep.jsonl"),
+    "validate": ([], ("phasetrans.report.validate", "validate"), "report.json"),
+    "demo": ([], ("phasetrans.report.validate", "validate"), "layers.png"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUT_CASES))
+def test_unusable_out_fails_before_computing(command, tmp_path, monkeypatch, capsys):
+    import phasetrans.predict  # noqa: F401 - the module whose function is replaced
+    import phasetrans.report.validate  # noqa: F401
+
+    extra, (module, name), target = OUT_CASES[command]
+    calls = _count_calls(monkeypatch, module, name)
+    weights = [] if command == "demo" else ["--checkpoint", str(_state_dict_file(tmp_path)[1])]
+    argv = [command, *weights, *extra, "--quiet"]
+    folder = tmp_path / "o"
+    (folder / target).mkdir(parents=True)  # the output file's name taken by a folder
+    code, _, err = run(capsys, *argv, "--out", str(folder))
+    assert code == 2 and target in err and "is a directory" in err, err
+    file = tmp_path / "f"
+    file.write_text("x")
+    code, _, err = run(capsys, *argv, "--out", str(file))
+    assert code == 2 and "must be a directory" in err
+    if os.path.isdir("/proc/self"):  # a directory nobody can write to, root included
+        code, _, err = run(capsys, *argv, "--out", "/proc/self")
+        assert code == 2 and "cannot write" in err, err
+    assert calls == []  # refused before any work
+
+
+def test_validate_out_a_file_raises_up_front(tmp_path, monkeypatch):
+    import sys
+
+    v = sys.modules["phasetrans.report.validate"]
+    calls = _count_calls(monkeypatch, "phasetrans.report.validate", "_dense_eval")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    data = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+    file = tmp_path / "report"
+    file.write_text("x")
+    with pytest.raises(ValueError, match="out must be a directory"):
+        pt.validate(model, torch.nn.CrossEntropyLoss(), data, data, out=file)
+    (tmp_path / "o" / "report.json").mkdir(parents=True)
+    with pytest.raises(ValueError, match="report.json"):
+        v.validate(model, torch.nn.CrossEntropyLoss(), data, data, out=tmp_path / "o")
+    assert calls == [] and file.read_text() == "x"
+
+
+def test_requests_out_of_bounds_exit_2(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"model_kwargs": ' + '{"a": ' * 50000 + "1" + "}" * 50001)
+    bools = tmp_path / "bools.json"
+    bools.write_text('{"sparsities": [true, 0.5]}')
+    cases = [
+        (["sweep", "--num-points", str(10**12)], "--num-points"),
+        (["spectrum", "--threads", "100000"], "--threads"),
+        (["spectrum", "--num-probes", str(10**9)], "--num-probes"),
+        (["spectrum", "--num-steps", str(10**9)], "--num-steps"),
+        (["spectrum", "--hessian-batch-size", "0"], "--hessian-batch-size"),
+        (["spectrum", "--batch-size", "0"], "--batch-size"),
+        (["spectrum", "--seed", str(2**64)], "--seed"),
+        (["spectrum", "--config", str(deep)], "nested too deeply"),
+        (["sweep", "--config", str(bools)], "not booleans"),
+        (["sweep", "--sparsities", ",".join(["0.5"] * 100001)], "at most"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv, "--random-init", "--quiet")
+        assert code == 2 and out == "" and message in err, (argv[:2], err)
+    code, _, err = run(capsys, "demo", "--seed", str(2**64), "--quiet")
+    assert code == 2 and "--seed" in err
+
+
+def test_config_and_checkpoint_fifos_are_refused(tmp_path, capsys):
+    fifo = tmp_path / "c.json"
+    os.mkfifo(fifo)
+    code, _, err = run(capsys, "spectrum", "--config", str(fifo), "--random-init", *SMALL)
+    assert code == 2 and "FIFO" in err
+    code, _, err = run(capsys, "spectrum", "--checkpoint", str(fifo), *SMALL)
+    assert code == 2 and "FIFO" in err
+
+
+def test_sigterm_in_process_exits_143_and_says_so(monkeypatch, capsys):
+    import signal
+    import sys
+
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(sys.modules["phasetrans.linalg.slq"], "slq", terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    code, out, err = run(capsys, "spectrum", "--random-init", *SMALL)
+    assert code == 143 and out == ""
+    assert "terminated (SIGTERM)" in err and "nothing was kept" in err
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
+
+
+def test_sigterm_subprocess_keeps_the_sweep_log_and_exits_143(tmp_path):
+    import signal
+    import time
+
+    _, path = _state_dict_file(tmp_path)
+    out_dir = tmp_path / "sw"
+    log = out_dir / "sweep.jsonl"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    argv = [sys.executable, "-m", "phasetrans", "sweep", "--checkpoint", str(path), "--num-points",
+            "2001", "--out", str(out_dir), "--quiet"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    t0 = time.monotonic()
+    while not (log.is_file() and len(log.read_bytes().splitlines()) >= 4):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 180, "the sweep did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and str(log) in err and "rerun the same command" in err
+    lines = log.read_text().splitlines()
+    assert 4 <= len(lines) < 2002 and all(json.loads(line) for line in lines)  # no torn line

@@ -113,6 +113,7 @@ BAD_INPUTS = [
     row("slq", "reorth='sometimes'", lambda: pt.slq(sym(), reorth="sometimes"), ValueError, "reorth"),
     row("slq", "checkpoint=3", lambda: pt.slq(sym(), checkpoint=3), TypeError, "checkpoint"),
     row("slq", "checkpoint_every=0", lambda: pt.slq(sym(), checkpoint_every=0), ValueError, "checkpoint_every"),
+    row("slq", "checkpoint=FIFO", lambda: pt.slq(sym(), checkpoint=fifo()), ValueError, "FIFO"),
     row("slq", "H with NaN", lambda: pt.slq(torch.full((4, 4), NAN)), ValueError, "H must be finite"),
     row("slq", "loss NaN on 2nd batch", lambda: pt.slq(pt.HessianOperator(mlp(), nan_on_batch(1), DATA), num_steps=3), ValueError, r"non-finite loss.*batch 1.*Lanczos step 0"),
     row("trace", "method='x'", lambda: pt.trace(sym(), method="x"), ValueError, "method"),
@@ -169,6 +170,7 @@ BAD_INPUTS = [
     row("train_l1", "schedule='linear'", lambda: pt.train_l1(mlp(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1, schedule="linear"), ValueError, "schedule"),
     row("train_l1", "warmup_epochs > epochs", lambda: pt.train_l1(mlp(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1, warmup_epochs=2), ValueError, "warmup_epochs"),
     row("train_l1", "checkpoint=3", lambda: pt.train_l1(mlp(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1, checkpoint=3), TypeError, "checkpoint"),
+    row("train_l1", "checkpoint=FIFO", lambda: pt.train_l1(mlp(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1, checkpoint=fifo()), ValueError, "FIFO"),
     row("train_l1", "no prunable weights", lambda: pt.train_l1(no_prunable(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1), ValueError, "prunable"),
     row("train_l1", "loss NaN on 2nd batch", lambda: pt.train_l1(mlp(), nan_on_batch(1), DATA, l1=0.0, epochs=2, lr=0.1, progress=False), FloatingPointError, r"epoch 0, batch 1"),
     row("train_l1", "loss_fn returns a vector", lambda: pt.train_l1(mlp(), lambda o, t: o.sum(1), DATA, l1=0.0, epochs=1, lr=0.1, progress=False), ValueError, "loss_fn must return a scalar"),
@@ -211,6 +213,11 @@ BAD_INPUTS = [
     row("sweep", "foreign file at path", lambda: pt.sweep(mlp(), acc, [0.5], path=foreign_file()), ValueError, "not a phasetrans sweep"),
     row("sweep", "metadata=object()", lambda: pt.sweep(mlp(), acc, [0.5], metadata={"a": object()}), TypeError, "metadata"),
     row("sweep", "no prunable weights", lambda: pt.sweep(no_prunable(), lambda m: 1.0, [0.5]), ValueError, "prunable"),
+    row("sweep", "sparsities=bool tensor", lambda: pt.sweep(mlp(), acc, torch.tensor([True, False])), TypeError, r"sparsities\[0\].*boolean"),
+    row("sweep", "path=notes without trailing newline", lambda: pt.sweep(mlp(), acc, [0.5], path=foreign_file("notes\nno newline")), ValueError, "left untouched"),
+    row("sweep", "path=symbolic link", lambda: pt.sweep(mlp(), acc, [0.5], path=symlink_to(foreign_file(""))), ValueError, "symbolic link"),
+    row("sweep", "path=FIFO", lambda: pt.sweep(mlp(), acc, [0.5], path=fifo()), ValueError, "FIFO"),
+    row("sweep", "path=log of another sweep", lambda: pt.sweep(mlp(), acc, [0.5], path=sweep_log(), metadata={"seed": 1}), ValueError, r"differs in: metadata"),
     # geometry
     row("geometry.projected_width_sq", "eps=0", lambda: pt.geometry.projected_width_sq([1.0], eps=0.0), ValueError, "eps"),
     row("geometry.projected_width_sq", "eps=NaN", lambda: pt.geometry.projected_width_sq([1.0], eps=NAN), ValueError, "eps"),
@@ -297,6 +304,8 @@ BAD_INPUTS = [
     row("validate", "eps=NaN", lambda: pt.validate(mlp(), LOSS, DATA, DATA, eps=NAN), ValueError, "eps"),
     row("validate", "test_data=[]", lambda: pt.validate(mlp(), LOSS, DATA, [], eps=0.1, num_steps=2, num_probes=1), ValueError, "test_data"),
     row("validate", "curve_points=1", lambda: pt.validate(mlp(), LOSS, DATA, DATA, curve_points=1), ValueError, "curve_points"),
+    row("validate", "out=an existing file", lambda: pt.validate(mlp(), LOSS, DATA, DATA, out=foreign_file("x")), ValueError, "out must be a directory"),
+    row("validate", "out/report.json a folder", lambda: pt.validate(mlp(), LOSS, DATA, DATA, out=dir_with("report.json")), ValueError, r"out: .*report\.json' is a directory"),
     row("layer_kept_fractions", "sparsity=2", lambda: pt.layer_kept_fractions(mlp(), 2.0), ValueError, "sparsity"),
     row("pruning_curve", "sparsities=[2]", lambda: pt.pruning_curve(mlp(), [2.0], DATA), ValueError, "sparsities"),
     row("pruning_curve", "test_data=3", lambda: pt.pruning_curve(mlp(), [0.5], 3), TypeError, "test_data"),
@@ -356,6 +365,14 @@ def nan_on_batch(index):
     return loss
 
 
+def sweep_log():
+    import tempfile
+
+    path = tempfile.mktemp(suffix=".jsonl")
+    pt.sweep(mlp(), acc, [0.5], path=path)
+    return path
+
+
 def corrupt_sweep():
     import tempfile
 
@@ -370,12 +387,39 @@ def corrupt_sweep():
     return path
 
 
-def foreign_file():
+def foreign_file(text="hello\n"):
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        f.write("hello\n")
+        f.write(text)
     return f.name
+
+
+def fifo():
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), "fifo")
+    os.mkfifo(path)
+    return path
+
+
+def symlink_to(target):
+    import os
+    import tempfile
+
+    link = os.path.join(tempfile.mkdtemp(), "sweep.jsonl")
+    os.symlink(target, link)
+    return link
+
+
+def dir_with(name):
+    import os
+    import tempfile
+
+    out = tempfile.mkdtemp()
+    os.mkdir(os.path.join(out, name))
+    return out
 
 
 def spec_of(D):

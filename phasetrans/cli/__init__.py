@@ -1,7 +1,9 @@
 """The ``phasetrans`` command line: ``demo``, ``spectrum``, ``predict``, ``sweep``, ``validate``.
 
 Exit codes: 0 success, 2 bad usage or bad input (unknown option, bad config, unsafe checkpoint,
-missing file), 1 a failure while running, 130 interrupted. ``--json`` prints one JSON document on
+missing file, no trained weights, an unusable ``--out``, a request out of bounds), 1 a failure
+while running, 130 interrupted (Ctrl-C), 143 terminated (``SIGTERM``); both interruptions say on
+standard error what was kept. ``--json`` prints one JSON document on
 standard output (progress bars and messages go to standard error).
 
 Files: :mod:`~phasetrans.cli.config` (exit codes, ``--config``, checkpoints),
@@ -19,15 +21,18 @@ from .config import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
     load_checkpoint,
     load_config,
+    max_threads,
 )
+from .guards import Terminated, handle_sigterm, kept_message
 from .parser import build_parser
 
 __all__ = ["main", "build_parser", "load_config", "load_checkpoint", "CONFIG_KEYS", "UsageError",
-           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "DEMO", "DEMO_QUICK",
+           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "DEMO", "DEMO_QUICK",
            "model_shape"]
 
 
@@ -39,9 +44,9 @@ def _set_threads(args) -> int | None:
     if threads is None and args.command == "demo":
         threads = 1
     if threads is not None:
-        if threads < 1:
-            print(f"phasetrans {args.command}: error: --threads must be >= 1, got {threads}",
-                  file=sys.stderr)
+        if not 1 <= threads <= max_threads():
+            print(f"phasetrans {args.command}: error: --threads must be between 1 and "
+                  f"{max_threads()} (4 per CPU), got {threads}", file=sys.stderr)
             return EXIT_USAGE
         torch.set_num_threads(threads)
     return None
@@ -64,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     if code is not None:
         return code
     try:
-        return int(args.func(args))
+        with handle_sigterm():
+            return int(args.func(args))
     except (UsageError, ValueError, TypeError) as exc:
         print(f"phasetrans {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"phasetrans {args.command}: terminated (SIGTERM); {kept_message(args)}", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"phasetrans {args.command}: interrupted", file=sys.stderr)
+        print(f"phasetrans {args.command}: interrupted; {kept_message(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - report any runtime failure with exit code 1
         print(f"phasetrans {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -11,7 +11,8 @@ import sys
 from typing import Any
 
 from .._timing import Stopwatch
-from .config import EXIT_OK, UsageError
+from .config import EXIT_OK, UsageError, check_bounds
+from .guards import SWEEP_LOG, run_identity
 from .inputs import common_setup, hessian_data, loss_fn, out_dir, parse_sparsities
 
 __all__ = [
@@ -64,6 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..report.validate import validate
 
     recipe = DEMO_QUICK if args.quick else DEMO
+    check_bounds({"seed": args.seed})
     out = out_dir(args)
     clock = Stopwatch()
     train, test = data.digits(batch_size=recipe["batch_size"], seed=args.seed)
@@ -97,7 +99,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     from ..linalg.slq import slq
     from ..report.plots import plot_spectrum
 
-    cfg, model, train, _ = common_setup(args)
+    cfg, model, train, _ = common_setup(args, can_train=False)
     out = out_dir(args)
     clock = Stopwatch()
     with clock("slq"):
@@ -132,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predict import estimate_eps, predict_sparsity
     from ..report.plots import plot_crossing, plot_spectrum
 
-    cfg, model, train, _ = common_setup(args)
+    cfg, model, train, _ = common_setup(args, can_train=True)
     out = out_dir(args)
     if "l1" in cfg:
         _train(args, cfg, model, train)
@@ -169,16 +171,22 @@ def _train(args: argparse.Namespace, cfg: dict, model: Any, train: Any) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_accuracy
-    from ..prune.sweep import sweep
+    from ..prune.sweep import SweepLogMismatch, sweep
 
-    cfg, model, train, test = common_setup(args)
+    cfg, model, train, test = common_setup(args, can_train=True)
     out = out_dir(args)
     grid = parse_sparsities(cfg)
     if "l1" in cfg:
         _train(args, cfg, model, train)
-    path = None if out is None else out / "sweep.jsonl"
-    points = sweep(model, lambda m: evaluate_accuracy(m, test), grid, path=path,
-                   progress=_progress(args))
+    path = None if out is None else out / SWEEP_LOG
+    # the log header records what defines the numbers: a rerun on other weights, model, data
+    # or seed is refused instead of printing the previous run's results
+    metadata = None if path is None else run_identity(cfg, model, test)
+    try:
+        points = sweep(model, lambda m: evaluate_accuracy(m, test), grid, path=path,
+                       metadata=metadata, progress=_progress(args))
+    except SweepLogMismatch as exc:
+        raise UsageError(f"{exc} (e.g. another --out)") from None
     payload = {"command": "sweep", "points": [list(p) for p in points],
                "path": None if path is None else str(path)}
     text = "sparsity  test accuracy\n" + "\n".join(f"{s:8.4f}  {a:.4f}" for s, a in points)

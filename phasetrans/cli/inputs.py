@@ -9,11 +9,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import UsageError, load_checkpoint, settings
+from .config import MAX_SPARSITIES, UsageError, load_checkpoint, settings
+from .guards import require_weights
 
 __all__ = [
     "CONV_MODELS", "MLP_MODELS", "dataset", "build_model", "hessian_data", "out_dir",
-    "parse_sparsities", "common_setup", "loss_fn",
+    "parse_sparsities", "common_setup", "loss_fn", "OUT_FILES",
 ]
 
 CONV_MODELS = ("lenet", "vgg_small", "resnet20", "resnet32", "resnet56", "resnet18")
@@ -110,14 +111,30 @@ def hessian_data(train: Any, cfg: dict) -> Any:
     return DataLoader(ds, batch_size=size, shuffle=False)
 
 
+#: The files each command writes to ``--out`` (checked before any work).
+OUT_FILES: dict[str, tuple[str, ...]] = {
+    "demo": ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png", "layers.png"),
+    "validate": ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png", "layers.png"),
+    "spectrum": ("spectrum.json", "spectrum.png"),
+    "predict": ("prediction.json", "crossing.png", "spectrum.png"),
+    "sweep": ("sweep.jsonl",),
+}
+
+
 def out_dir(args: argparse.Namespace) -> Path | None:
-    """``--out`` as a directory (created), or ``None``."""
+    """``--out`` as a directory (created), or ``None``. Checked before any work: it must be (or
+    become) a writable directory, and none of the command's output files there may be a folder
+    or anything but a regular file (the sweep log not a symbolic link either)."""
     if getattr(args, "out", None) is None:
         return None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out must be a directory, got an existing file: {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    from .._io import check_out_dir, check_regular_file
+
+    try:
+        out = check_out_dir(args.out, "--out", OUT_FILES.get(args.command, ()))
+        if args.command == "sweep":
+            check_regular_file(out / "sweep.jsonl", "--out", follow_symlinks=False)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return out
 
 
@@ -135,16 +152,23 @@ def parse_sparsities(cfg: dict) -> list[float]:
         if n < 2:
             raise UsageError(f"--num-points must be >= 2, got {n}")
         values = [i / (n - 1) for i in range(n)]
-    if not values or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
-        raise UsageError(f"sparsities must be numbers in [0, 1], got {values!r}")
+    if len(values) > MAX_SPARSITIES:
+        raise UsageError(f"--sparsities must hold at most {MAX_SPARSITIES} values, got {len(values)}")
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                             for v in values):
+        raise UsageError(f"sparsities must be numbers in [0, 1] (not booleans), got {values!r}")
     return [float(v) for v in values]
 
 
-def common_setup(args: argparse.Namespace) -> tuple[dict, Any, Any, Any]:
-    """``(settings, model, train, test)`` for the commands that take ``--model``/``--data``."""
+def common_setup(args: argparse.Namespace, can_train: bool | None = None) -> tuple[dict, Any, Any, Any]:
+    """``(settings, model, train, test)`` for the commands that take ``--model``/``--data``.
+    With ``can_train`` set, trained weights are required first
+    (:func:`~phasetrans.cli.guards.require_weights`)."""
     import torch
 
     cfg = settings(args)
+    if can_train is not None:
+        require_weights(args, cfg, can_train)
     seed = cfg.get("seed", 0)
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}")

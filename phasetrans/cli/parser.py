@@ -18,7 +18,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
-def _common(p: argparse.ArgumentParser, model_options: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, model_options: bool = True, random_init: bool = False) -> None:
     g = p.add_argument_group("common options")
     if model_options:
         g.add_argument("--model", help="model name (phasetrans.models.build_model), default digits_mlp")
@@ -30,6 +30,10 @@ def _common(p: argparse.ArgumentParser, model_options: bool = True) -> None:
                        "); command-line options override it")
         g.add_argument("--checkpoint", metavar="PATH",
                        help="trained weights (a state dict), loaded with torch.load(weights_only=True)")
+        if random_init:
+            g.add_argument("--random-init", dest="random_init", action="store_true",
+                           help="run on a random initialisation on purpose (otherwise --checkpoint, "
+                                "or --l1 where the command trains, is required)")
         g.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
         g.add_argument("--batch-size", dest="batch_size", type=int, help="training batch size (default 128)")
     g.add_argument("--seed", type=int, default=None if model_options else 0, help="random seed")
@@ -76,9 +80,11 @@ def _add_spectrum(sub: Any) -> None:
         description="Stochastic Lanczos quadrature of the dataset-level Hessian of the training "
                     "loss with respect to the prunable weights; writes spectrum.json/.png to --out.",
         epilog="examples:\n  phasetrans spectrum --checkpoint w.pt --out out/spec\n"
-               "  phasetrans spectrum --model lenet --data mnist --data-root ~/data --num-steps 100 --json",
+               "  phasetrans spectrum --model lenet --data mnist --data-root ~/data --num-steps 100 "
+               "--checkpoint lenet.pt --json\n"
+               "  phasetrans spectrum --random-init --num-steps 30   # an untrained model, on purpose",
     )
-    _common(p)
+    _common(p, random_init=True)
     _slq_options(p)
     p.set_defaults(func=commands.cmd_spectrum)
 
@@ -93,7 +99,7 @@ def _add_predict(sub: Any) -> None:
                "  phasetrans predict --l1 1e-3 --epochs 30 --json\n"
                "  phasetrans predict --config run.toml --eps 0.01",
     )
-    _common(p)
+    _common(p, random_init=True)
     _slq_options(p)
     _train_options(p)
     p.add_argument("--eps", type=float, help="loss tolerance (default: std of mini-batch losses)")
@@ -109,7 +115,7 @@ def _add_sweep(sub: Any) -> None:
         epilog="examples:\n  phasetrans sweep --checkpoint w.pt --num-points 41\n"
                "  phasetrans sweep --checkpoint w.pt --sparsities 0.5,0.7,0.8,0.9 --out out/sw --json",
     )
-    _common(p)
+    _common(p, random_init=True)
     _train_options(p)
     p.add_argument("--sparsities", help="comma-separated sparsities in [0, 1]")
     p.add_argument("--num-points", dest="num_points", type=int, help="evenly spaced points in [0, 1] (default 21)")
@@ -153,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  phasetrans demo --out out/demo\n"
                "  phasetrans predict --model digits_mlp --data digits --checkpoint w.pt --json\n"
                "  phasetrans validate --data mnist --data-root ~/data/mnist --model lenet --l1 1e-4\n"
-               "exit codes: 0 ok, 1 failure while running, 2 bad usage or input",
+               "exit codes: 0 ok, 1 failure while running, 2 bad usage or input, 130 interrupted, "
+               "143 terminated (SIGTERM)",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=_version())

@@ -45,6 +45,7 @@ from .._checks import (
     check_seed,
     preserve_model,
 )
+from .._io import check_out_dir
 from .._timing import Stopwatch
 from ..distributed import is_main_process
 from .report import Report, layer_kept_fractions, pruning_curve
@@ -114,6 +115,10 @@ class _Run:
         }
 
 
+#: What :func:`validate` writes to ``out`` (checked before any work: none may be a folder).
+OUT_FILES = ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png", "layers.png")
+
+
 def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes, seed,
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
              strict, refit_lr, progress, train_kwargs, predict_kwargs) -> _Run:
@@ -137,6 +142,8 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
     seed = check_seed(seed)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be None or a directory path, got {type(out).__name__}")
+    if out is not None and is_main_process():  # before any work: a result is never lost to it
+        check_out_dir(out, "out", OUT_FILES)
     if refit is not None:
         refit = check_int(refit, "refit", minimum=1)
     tolerance = check_float(tolerance, "tolerance", minimum=0.0)
@@ -345,7 +352,9 @@ def validate(
         Extra evenly spaced sparsities in [0, 1] for the accuracy/loss curve, besides the points
         the threshold search evaluated (0: none).
     out
-        A directory: write ``report.json`` and the figures there.
+        A directory: write ``report.json`` and the figures there. Checked before any work: it
+        must be (or become) a writable directory and none of its output files a folder, else
+        ``ValueError``.
     predict_kwargs
         More arguments for :func:`~phasetrans.predict_sparsity` (``negative``, ``zero_mass``,
         ``trace_method`` (default ``None`` here: the trace from the spectrum), ``bootstrap``,
