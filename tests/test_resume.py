@@ -488,3 +488,19 @@ def test_outputs_respect_the_umask(tmp_path, umask):
         assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
+
+
+def test_a_second_sweep_on_a_log_in_use_is_refused(tmp_path):
+    path = tmp_path / "new" / "log.jsonl"  # the folder is created
+    model = torch.nn.Linear(3, 2)
+    seen = []
+
+    def evaluate(m):
+        if not seen:
+            with pytest.raises(ValueError, match="in use by another running sweep"):
+                pt.sweep(torch.nn.Linear(3, 2), lambda m: 0.0, [0.5, 0.9], path=path)
+        seen.append(1)
+        return 1.0
+
+    assert pt.sweep(model, evaluate, [0.5, 0.9], path=path) == [(0.5, 1.0), (0.9, 1.0)]
+    assert len(path.read_text().splitlines()) == 3 and len(seen) == 2

@@ -120,18 +120,35 @@ def _append(f: IO[bytes], record: dict) -> None:
     os.fsync(f.fileno())
 
 
+def _lock(f: IO[bytes], path: str) -> None:
+    """An exclusive lock on the open log for as long as it is open (POSIX ``flock``): a second
+    sweep on the same log, which would interleave records, is refused."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ValueError(f"path: {path!r} is in use by another running sweep; wait for it to "
+                         f"finish or use another path") from None
+
+
 def _open_log(path: str, header: dict) -> tuple[dict[int, float], IO[bytes] | None]:
     """The records already in the log and, on rank 0, the log open for appending (the header
     written first when the file is new). The log is opened without following a symbolic link
-    and only if it is a regular file (a FIFO would block), created with ``0o666 & ~umask``.
+    and only if it is a regular file (a FIFO would block), created with ``0o666 & ~umask``, and
+    locked against a second sweep on the same file.
     Data-parallel: rank 0 reads and writes the file, every rank evaluates (the evaluation is
     collective), so every rank resumes from rank 0's records."""
     opened: list[IO[bytes]] = []
 
     def open_records() -> dict[int, float]:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fd = open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "path", follow_symlinks=False)
         f = os.fdopen(fd, "r+b")
         try:
+            _lock(f, path)
             records = _read_records(f, path, header)
             if f.seek(0, os.SEEK_END) == 0:
                 f.write(_header_line(header))
