@@ -355,6 +355,8 @@ def test_requests_out_of_bounds_exit_2(tmp_path, capsys):
     deep.write_text('{"model_kwargs": ' + '{"a": ' * 50000 + "1" + "}" * 50001)
     bools = tmp_path / "bools.json"
     bools.write_text('{"sparsities": [true, 0.5]}')
+    big = tmp_path / "big.json"
+    big.write_text('{"model": "' + "x" * (1 << 20) + '"}')
     cases = [
         (["sweep", "--num-points", str(10**12)], "--num-points"),
         (["spectrum", "--threads", "100000"], "--threads"),
@@ -366,6 +368,9 @@ def test_requests_out_of_bounds_exit_2(tmp_path, capsys):
         (["spectrum", "--config", str(deep)], "nested too deeply"),
         (["sweep", "--config", str(bools)], "not booleans"),
         (["sweep", "--sparsities", ",".join(["0.5"] * 100001)], "at most"),
+        (["spectrum", "--config", str(big)], "larger than"),
+        (["predict", "--epochs", "0", "--l1", "0.001"], "--epochs"),
+        (["sweep", "--epochs", str(10**7)], "--epochs"),
     ]
     for argv, message in cases:
         code, out, err = run(capsys, *argv, "--random-init", "--quiet")

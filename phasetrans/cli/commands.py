@@ -186,7 +186,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         points = sweep(model, lambda m: evaluate_accuracy(m, test), grid, path=path,
                        metadata=metadata, progress=_progress(args))
     except SweepLogMismatch as exc:
-        raise UsageError(f"{exc} (e.g. another --out)") from None
+        legend = (" (weights_sha256 is the hash of the weights pruned: another --checkpoint, "
+                  "--model, --seed or training)" if "weights_sha256" in str(exc) else "")
+        raise UsageError(f"{exc} (e.g. another --out){legend}") from None
     payload = {"command": "sweep", "points": [list(p) for p in points],
                "path": None if path is None else str(path)}
     text = "sparsity  test accuracy\n" + "\n".join(f"{s:8.4f}  {a:.4f}" for s, a in points)

@@ -49,7 +49,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
         return out
     if old == new:
         return []
-    show = (lambda v: repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "...")  # noqa: E731
+    show = (lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:24] + "...")  # noqa: E731
     return [f"{prefix[:-1]} (file {show(old)}, this call {show(new)})"]
 
 

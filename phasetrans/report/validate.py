@@ -142,8 +142,6 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
     seed = check_seed(seed)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be None or a directory path, got {type(out).__name__}")
-    if out is not None and is_main_process():  # before any work: a result is never lost to it
-        check_out_dir(out, "out", OUT_FILES)
     if refit is not None:
         refit = check_int(refit, "refit", minimum=1)
     tolerance = check_float(tolerance, "tolerance", minimum=0.0)
@@ -166,6 +164,8 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
             raise TypeError(f"predict_kwargs must not contain {key!r}: pass {key}= to validate")
     if l1 is not None:
         train_kwargs.setdefault("progress", progress)
+    if out is not None and is_main_process():  # last check, before any work: no result lost to it
+        check_out_dir(out, "out", OUT_FILES)
     return _Run(
         loss_fn=loss_fn, train=train_batches, test=test_batches, hessian=hessian_batches,
         hessian_given=hessian_data is not None, l1=l1, epochs=epochs, lr=lr, eps=eps,
