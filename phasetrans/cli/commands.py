@@ -177,9 +177,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if "l1" in cfg:
         _train(args, cfg, model, train)
     path = None if out is None else out / "sweep.jsonl"
+    criterion = cfg.get("criterion", "magnitude")
     points = sweep(model, lambda m: evaluate_accuracy(m, test), grid, path=path,
-                   progress=_progress(args))
-    payload = {"command": "sweep", "points": [list(p) for p in points],
+                   progress=_progress(args), criterion=criterion, data=train, loss_fn=loss_fn())
+    payload = {"command": "sweep", "criterion": criterion, "points": [list(p) for p in points],
                "path": None if path is None else str(path)}
     text = "sparsity  test accuracy\n" + "\n".join(f"{s:8.4f}  {a:.4f}" for s, a in points)
     if path is not None:
@@ -204,7 +205,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         num_probes=cfg.get("num_probes", 10), seed=cfg.get("seed", 0), out=out,
         refit=cfg.get("refit"), tolerance=float(cfg.get("tolerance", 0.0)),
         resolution=float(cfg.get("resolution", 1e-3)), hessian_data=hessian_data(train, cfg),
-        progress=_progress(args), **kwargs,
+        progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), **kwargs,
     )
     emit(args, {"command": "validate", **report.to_dict()}, report.summary())
     return EXIT_OK
