@@ -36,13 +36,17 @@ from .predict import (
     predict_sparsity,
 )
 from .prune import (
+    CRITERIA,
     Threshold,
     apply_masks,
+    criterion_masks,
     find_loss_threshold,
     find_threshold,
     magnitude_masks,
     mask_sparsity,
+    prepare_criterion,
     pruned,
+    pruning_radius,
     refit_steps,
     sweep,
     to_torch_prune,

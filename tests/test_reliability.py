@@ -158,6 +158,24 @@ BAD_INPUTS = [
     row("apply_masks", "unknown name", lambda: pt.apply_masks(mlp(), {"nope": torch.ones(8, 6, dtype=torch.bool)}), ValueError, "masks"),
     row("to_torch_prune", "masks=3", lambda: pt.to_torch_prune(mlp(), 3), TypeError, "masks"),
     row("mask_sparsity", "masks={}", lambda: pt.mask_sparsity({}), TypeError, "masks"),
+    # pruning criteria (issue 19)
+    row("criterion_masks", "criterion='snip'", lambda: pt.criterion_masks(mlp(), 0.5, "snip"), ValueError, "criterion must be one of"),
+    row("criterion_masks", "criterion=3", lambda: pt.criterion_masks(mlp(), 0.5, 3), TypeError, "criterion"),
+    row("criterion_masks", "criterion='obs' without data", lambda: pt.criterion_masks(mlp(), 0.5, "obs", loss_fn=LOSS), ValueError, "needs data="),
+    row("criterion_masks", "criterion='fisher_taylor' without loss_fn", lambda: pt.criterion_masks(mlp(), 0.5, "fisher_taylor", DATA), ValueError, "needs loss_fn="),
+    row("criterion_masks", "criterion_options=3", lambda: pt.criterion_masks(mlp(), 0.5, "obs", DATA, LOSS, criterion_options=3), TypeError, "criterion_options"),
+    row("criterion_masks", "unknown option", lambda: pt.criterion_masks(mlp(), 0.5, "obs", DATA, LOSS, criterion_options={"levels": 2}), TypeError, "levels"),
+    row("criterion_masks", "sparsity=1.5", lambda: pt.criterion_masks(mlp(), 1.5, "magnitude"), ValueError, "sparsity"),
+    row("criterion_masks", "callable returns a list", lambda: pt.criterion_masks(mlp(), 0.5, lambda m: [1.0]), TypeError, "criterion"),
+    row("pruned", "criterion='obs' without loss_fn", lambda: pt.pruned(mlp(), 0.5, criterion="obs", data=DATA).__enter__(), ValueError, "needs loss_fn="),
+    row("pruned", "criterion='layer_adaptive' without data", lambda: pt.pruned(mlp(), 0.5, criterion="layer_adaptive").__enter__(), ValueError, "needs data="),
+    row("prepare_criterion", "criterion='snip'", lambda: pt.prepare_criterion("snip", mlp()), ValueError, "criterion"),
+    row("prepare_criterion", "damp=0", lambda: pt.prepare_criterion("obs", mlp(), DATA, LOSS, damp=0.0), ValueError, "damp"),
+    row("prepare_criterion", "model='x'", lambda: pt.prepare_criterion("magnitude", "x"), TypeError, "model"),
+    row("pruning_radius", "sparsities=[0.5, 1.5]", lambda: pt.pruning_radius(mlp(), [0.5, 1.5]), ValueError, r"sparsities\[1\]"),
+    row("pruning_radius", "sparsities='x'", lambda: pt.pruning_radius(mlp(), "x"), TypeError, "sparsities"),
+    row("pruning_radius", "sparsities=[]", lambda: pt.pruning_radius(mlp(), []), ValueError, "sparsities"),
+    row("pruning_radius", "criterion='obs' without data", lambda: pt.pruning_radius(mlp(), 0.5, "obs"), ValueError, "needs data="),
     # training
     row("train_l1", "model='x'", lambda: pt.train_l1("x", LOSS, DATA, l1=0.0, epochs=1, lr=0.1), TypeError, "model"),
     row("train_l1", "loss_fn=None", lambda: pt.train_l1(mlp(), None, DATA, l1=0.0, epochs=1, lr=0.1), TypeError, "loss_fn"),
@@ -201,6 +219,10 @@ BAD_INPUTS = [
     row("find_threshold", "refit=-1", lambda: pt.find_threshold(mlp(), acc, refit=-1), ValueError, "refit"),
     row("find_threshold", "refit steps without data", lambda: pt.find_threshold(mlp(), acc, refit=2), ValueError, "refit"),
     row("find_threshold", "no prunable weights", lambda: pt.find_threshold(no_prunable(), lambda m: 1.0), ValueError, "prunable"),
+    row("find_threshold", "criterion='obs' without data", lambda: pt.find_threshold(mlp(), acc, criterion="obs", loss_fn=LOSS), ValueError, "needs data="),
+    row("find_threshold", "criterion=3", lambda: pt.find_threshold(mlp(), acc, criterion=3), TypeError, "criterion"),
+    row("find_threshold", "criterion_options=[1]", lambda: pt.find_threshold(mlp(), acc, criterion="obs", data=DATA, loss_fn=LOSS, criterion_options=[1]), TypeError, "criterion_options"),
+    row("find_loss_threshold", "criterion='snip'", lambda: pt.find_loss_threshold(mlp(), LOSS, DATA, eps=0.1, criterion="snip"), ValueError, "criterion"),
     row("find_loss_threshold", "eps=-1", lambda: pt.find_loss_threshold(mlp(), LOSS, DATA, eps=-1.0), ValueError, "eps"),
     row("find_loss_threshold", "eps=NaN", lambda: pt.find_loss_threshold(mlp(), LOSS, DATA, eps=NAN), ValueError, "eps"),
     row("find_loss_threshold", "loss_fn=3", lambda: pt.find_loss_threshold(mlp(), 3, DATA, eps=0.1), TypeError, "loss_fn"),
@@ -218,6 +240,14 @@ BAD_INPUTS = [
     row("sweep", "path=symbolic link", lambda: pt.sweep(mlp(), acc, [0.5], path=symlink_to(foreign_file(""))), ValueError, "symbolic link"),
     row("sweep", "path=FIFO", lambda: pt.sweep(mlp(), acc, [0.5], path=fifo()), ValueError, "FIFO"),
     row("sweep", "path=log of another sweep", lambda: pt.sweep(mlp(), acc, [0.5], path=sweep_log(), metadata={"seed": 1}), ValueError, r"differs in: metadata"),
+    row("sweep", "criterion='fisher_taylor' without data", lambda: pt.sweep(mlp(), acc, [0.5], criterion="fisher_taylor", loss_fn=LOSS), ValueError, "needs data="),
+    row("sweep", "criterion='snip'", lambda: pt.sweep(mlp(), acc, [0.5], criterion="snip"), ValueError, "criterion"),
+    row("pruning_curve", "criterion='obs' without data", lambda: pt.pruning_curve(mlp(), [0.5], DATA, loss_fn=LOSS, criterion="obs"), ValueError, "needs data="),
+    row("layer_kept_fractions", "criterion='snip'", lambda: pt.layer_kept_fractions(mlp(), 0.5, criterion="snip"), ValueError, "criterion"),
+    row("validate", "criterion='snip'", lambda: pt.validate(mlp(), LOSS, DATA, DATA, criterion="snip"), ValueError, "criterion"),
+    row("validate", "criterion=3", lambda: pt.validate(mlp(), LOSS, DATA, DATA, criterion=3), TypeError, "criterion"),
+    row("validate", "criterion_options for another builder", lambda: pt.validate(mlp(), LOSS, DATA, DATA, criterion="obs", criterion_options={"levels": 2}), ValueError, "criterion_options"),
+    row("validate", "criterion_options={'data': ...}", lambda: pt.validate(mlp(), LOSS, DATA, DATA, criterion="obs", criterion_options={"data": DATA}), ValueError, "criterion_options"),
     # geometry
     row("geometry.projected_width_sq", "eps=0", lambda: pt.geometry.projected_width_sq([1.0], eps=0.0), ValueError, "eps"),
     row("geometry.projected_width_sq", "eps=NaN", lambda: pt.geometry.projected_width_sq([1.0], eps=NAN), ValueError, "eps"),
@@ -546,6 +576,15 @@ def _pruned_block_failing(m):
         raise KeyboardInterrupt
 
 
+def _pruned_obs_block(m, fail=False):
+    with pt.pruned(m, 0.6, criterion="obs", data=DATA, loss_fn=LOSS):
+        m(X)
+        if fail:
+            with torch.no_grad():
+                m[0].weight.add_(1.0)
+            raise KeyboardInterrupt
+
+
 def _refit_then_interrupt(m, masks):
     with torch.no_grad():
         m[4].weight.mul_(2.0)
@@ -576,6 +615,13 @@ UNCHANGED = [
     ("critical_sparsity(model)", lambda m, tmp: pt.critical_sparsity(m, spec_of(_D(m)), 0.1, bootstrap=0), None),
     ("estimate_zero_mass", lambda m, tmp: pt.estimate_zero_mass(pt.HessianOperator(m, LOSS, DATA), num_rows=4), None),
     ("magnitude_masks", lambda m, tmp: pt.magnitude_masks(m, 0.5, min_per_layer=0.1), None),
+    ("criterion_masks(obs)", lambda m, tmp: pt.criterion_masks(m, 0.5, "obs", DATA, LOSS), None),
+    ("pruned(obs) (after exit)", lambda m, tmp: _pruned_obs_block(m), None),
+    ("pruning_radius(layer_adaptive)", lambda m, tmp: pt.pruning_radius(m, [0.3, 0.6], "layer_adaptive", DATA, criterion_options={"levels": 3}), None),
+    ("find_threshold(fisher_taylor)", lambda m, tmp: pt.find_threshold(m, acc, resolution=0.05, criterion="fisher_taylor", data=DATA, loss_fn=LOSS), None),
+    ("sweep(obs, meddling evaluate)", lambda m, tmp: pt.sweep(m, meddling_evaluate, [0.2, 0.5], criterion="obs", data=DATA, loss_fn=LOSS), None),
+    ("validate(criterion=obs)", lambda m, tmp: pt.validate(m, LOSS, DATA, DATA, criterion="obs", **VALIDATE), None),
+    ("pruned(obs), KeyboardInterrupt in the block", lambda m, tmp: _pruned_obs_block(m, fail=True), KeyboardInterrupt),
     ("pruned (after exit)", lambda m, tmp: _pruned_block(m), None),
     ("layer_kept_fractions", lambda m, tmp: pt.layer_kept_fractions(m, 0.5), None),
     ("find_threshold", lambda m, tmp: pt.find_threshold(m, acc, resolution=0.05), None),

@@ -179,17 +179,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if "l1" in cfg:
         _train(args, cfg, model, train)
     path = None if out is None else out / SWEEP_LOG
+    criterion = cfg.get("criterion", "magnitude")
     # the log header records what defines the numbers: a rerun on other weights, model, data
     # or seed is refused instead of printing the previous run's results
     metadata = None if path is None else run_identity(cfg, model, test)
     try:
         points = sweep(model, lambda m: evaluate_accuracy(m, test), grid, path=path,
-                       metadata=metadata, progress=_progress(args))
+                       metadata=metadata, progress=_progress(args), criterion=criterion,
+                       data=train, loss_fn=loss_fn())
     except SweepLogMismatch as exc:
         legend = (" (weights_sha256 is the hash of the weights pruned: another --checkpoint, "
                   "--model, --seed or training)" if "weights_sha256" in str(exc) else "")
         raise UsageError(f"{exc} (e.g. another --out){legend}") from None
-    payload = {"command": "sweep", "points": [list(p) for p in points],
+    payload = {"command": "sweep", "criterion": criterion, "points": [list(p) for p in points],
                "path": None if path is None else str(path)}
     text = "sparsity  test accuracy\n" + "\n".join(f"{s:8.4f}  {a:.4f}" for s, a in points)
     if path is not None:
@@ -214,7 +216,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         num_probes=cfg.get("num_probes", 10), seed=cfg.get("seed", 0), out=out,
         refit=cfg.get("refit"), tolerance=float(cfg.get("tolerance", 0.0)),
         resolution=float(cfg.get("resolution", 1e-3)), hessian_data=hessian_data(train, cfg),
-        progress=_progress(args), **kwargs,
+        progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), **kwargs,
     )
     emit(args, {"command": "validate", **report.to_dict()}, report.summary())
     return EXIT_OK

@@ -47,6 +47,7 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "sparsities": (list,),
     "num_points": (int,),
     "hessian_batch_size": (int,),
+    "criterion": (str,),
 }
 
 

@@ -12,6 +12,7 @@ from .config import CONFIG_KEYS
 __all__ = ["build_parser"]
 
 _NEGATIVE = ("abs", "drop", "flat")
+_CRITERIA = ("magnitude", "fisher_taylor", "obs", "layer_adaptive")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -58,6 +59,13 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--l1", type=float, help="train first with this l1 penalty on the prunable weights")
     g.add_argument("--epochs", type=int, help="training epochs (default 30)")
     g.add_argument("--lr", type=float, help="learning rate (default 0.05)")
+
+
+def _criterion_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--criterion", choices=_CRITERIA,
+                   help="what one-shot pruning removes (default magnitude: global magnitude "
+                        "pruning); fisher_taylor, obs (with its weight update) and "
+                        "layer_adaptive are prepared once on the training data")
 
 
 def _add_demo(sub: Any) -> None:
@@ -113,10 +121,12 @@ def _add_sweep(sub: Any) -> None:
         description="One-shot global magnitude pruning at each sparsity of a grid, test accuracy "
                     "of each; with --out the results go to sweep.jsonl as they come (resumable).",
         epilog="examples:\n  phasetrans sweep --checkpoint w.pt --num-points 41\n"
-               "  phasetrans sweep --checkpoint w.pt --sparsities 0.5,0.7,0.8,0.9 --out out/sw --json",
+               "  phasetrans sweep --checkpoint w.pt --sparsities 0.5,0.7,0.8,0.9 --out out/sw --json\n"
+               "  phasetrans sweep --checkpoint w.pt --criterion obs --num-points 11",
     )
     _common(p, random_init=True)
     _train_options(p)
+    _criterion_option(p)
     p.add_argument("--sparsities", help="comma-separated sparsities in [0, 1]")
     p.add_argument("--num-points", dest="num_points", type=int, help="evenly spaced points in [0, 1] (default 21)")
     p.set_defaults(func=commands.cmd_sweep)
@@ -140,6 +150,7 @@ def _add_validate(sub: Any) -> None:
     p.add_argument("--tolerance", type=float, help="accuracy drop allowed at the threshold (default 0)")
     p.add_argument("--refit", type=int, help="also measure after this many re-fit steps on the kept support")
     p.add_argument("--resolution", type=float, help="sparsity grid step of the threshold search (default 1e-3)")
+    _criterion_option(p)
     p.set_defaults(func=commands.cmd_validate)
 
 

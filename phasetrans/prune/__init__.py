@@ -1,16 +1,20 @@
 """Layer 3, pruning: global one-shot magnitude masks (:mod:`.masks`), re-fit strategies
-(:mod:`.refit`), the empirical critical sparsity (:mod:`.threshold`) and whole pruning curves
-with a resumable log (:mod:`.sweep`)."""
+(:mod:`.refit`), the empirical critical sparsity (:mod:`.threshold`), whole pruning curves
+with a resumable log (:mod:`.sweep`), pruning criteria (:mod:`.criteria`) and the distance
+``R(s)`` from ``w*`` to any criterion's pruned point (:mod:`.radius`)."""
 
+from .criteria import CRITERIA, Criterion, CriterionName, prepare_criterion
 from .masks import (
     apply_masks,
     check_masks,
+    criterion_masks,
     magnitude_masks,
     mask_sparsity,
     pruned,
     pruned_count,
     to_torch_prune,
 )
+from .radius import pruning_radius
 from .refit import Refit, RefitFn, refit_steps, resolve_refit
 from .sweep import sweep
 from .threshold import Threshold, find_loss_threshold, find_threshold
@@ -18,6 +22,7 @@ from .threshold import Threshold, find_loss_threshold, find_threshold
 __all__ = [
     "pruned_count",
     "magnitude_masks",
+    "criterion_masks",
     "pruned",
     "apply_masks",
     "to_torch_prune",
@@ -31,4 +36,9 @@ __all__ = [
     "find_threshold",
     "find_loss_threshold",
     "sweep",
+    "CRITERIA",
+    "Criterion",
+    "CriterionName",
+    "prepare_criterion",
+    "pruning_radius",
 ]

@@ -23,17 +23,20 @@ Conventions
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._checks import check_fraction, check_model, preserve_model
 from ..params import ParamSelection, check_masks, pruned_count, select_parameters
+from .criteria import Criterion, CriterionLike, resolve_criterion
 
 __all__ = [
     "pruned_count",
     "magnitude_masks",
+    "criterion_masks",
     "pruned",
     "apply_masks",
     "to_torch_prune",
@@ -202,24 +205,85 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     return model
 
 
+def criterion_masks(
+    model: nn.Module,
+    sparsity: float,
+    criterion: CriterionLike = "magnitude",
+    data: Any = None,
+    loss_fn: Callable | None = None,
+    min_per_layer: float = 0.0,
+    params: ParamSelection = None,
+    criterion_options: dict | None = None,
+) -> dict[str, torch.Tensor]:
+    """Global one-shot masks (``True`` = kept) of ``criterion`` at ``sparsity``: exactly
+    ``k = ⌈sD⌉`` pruned, ``min_per_layer`` as in :func:`magnitude_masks`.
+
+    ``criterion``: ``"magnitude"`` (the default: exactly :func:`magnitude_masks`),
+    ``"fisher_taylor"``, ``"obs"``, ``"layer_adaptive"`` (these need ``data`` and, but for
+    ``"layer_adaptive"``, ``loss_fn``; ``criterion_options`` go to the builder, e.g.
+    ``{"damp": 1e-4}``), a callable ``criterion(model) -> {name: scores}`` (higher = keep), or a
+    criterion prepared by :func:`~phasetrans.prune.criteria.prepare_criterion` (reuse it across
+    sparsities: the data passes happen when it is prepared). Masks only: OBS's weight update is
+    applied by :func:`pruned`. The model comes back bit for bit.
+    """
+    sparsity = check_fraction(sparsity, "sparsity")
+    min_per_layer = check_fraction(min_per_layer, "min_per_layer")
+    crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
+    if crit is None:
+        return magnitude_masks(model, sparsity, min_per_layer, params)
+    return crit.masks(sparsity, min_per_layer)
+
+
+def _pruned_point(
+    model: nn.Module, crit: Criterion, sparsity: float, min_per_layer: float
+) -> dict[str, torch.Tensor]:
+    """Set the model to ``crit``'s pruned point at ``sparsity`` in place (OBS: the updated kept
+    weights, pruned ones 0); returns the masks. Names and shapes are checked first."""
+    masks = crit.masks(sparsity, min_per_layer)
+    checked = check_masks(model, masks)
+    new = crit.weights(masks)
+    if new is not None:
+        for name, value in new.items():
+            p = checked[name][0] if name in checked else None
+            if p is None or value.shape != p.shape:
+                raise ValueError(f"criterion: updated weight {name!r} does not fit the model")
+        with torch.no_grad():
+            for name, value in new.items():
+                checked[name][0].copy_(value)
+    apply_masks(model, masks)
+    return masks
+
+
 @contextlib.contextmanager
 def pruned(
-    model: nn.Module, sparsity: float, min_per_layer: float = 0.0, params: ParamSelection = None
+    model: nn.Module,
+    sparsity: float,
+    min_per_layer: float = 0.0,
+    params: ParamSelection = None,
+    criterion: CriterionLike = "magnitude",
+    data: Any = None,
+    loss_fn: Callable | None = None,
+    criterion_options: dict | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """``with pruned(model, s) as masks:`` — the model pruned to ``w^(s)`` inside the block.
 
-    Zeroes the weights in place (masks from :func:`magnitude_masks`) and yields the masks. On
-    exit, also on an exception, everything comes back bit-for-bit: weights (including any
-    changes made inside the block, e.g. a re-fit), gradients, buffers, ``requires_grad`` and
-    train/eval mode.
+    Zeroes the weights in place (masks from :func:`magnitude_masks`, or from ``criterion`` as in
+    :func:`criterion_masks`; a criterion that updates the kept weights, OBS, sets them too) and
+    yields the masks. On exit, also on an exception, everything comes back bit-for-bit: weights
+    (including OBS's update and any changes made inside the block, e.g. a re-fit), gradients,
+    buffers, ``requires_grad`` and train/eval mode.
     """
     check_model(model)
     sparsity = check_fraction(sparsity, "sparsity")
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")
+    crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
     with preserve_model(model):
-        with torch.no_grad():
-            masks = _magnitude_masks(_selected(model, params), sparsity, min_per_layer)
-        apply_masks(model, masks)
+        if crit is None:
+            with torch.no_grad():
+                masks = _magnitude_masks(_selected(model, params), sparsity, min_per_layer)
+            apply_masks(model, masks)
+        else:
+            masks = _pruned_point(model, crit, sparsity, min_per_layer)
         yield masks
 
 

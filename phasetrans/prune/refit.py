@@ -22,6 +22,7 @@ from .._batches import as_batches
 from .._checks import check_callable, check_float, check_int
 from ..params import ParamSelection
 from ..train import finetune_masked
+from .criteria import Criterion
 from .masks import pruned
 
 __all__ = ["RefitFn", "Refit", "refit_steps", "resolve_refit", "as_metric", "pruned_metric"]
@@ -80,10 +81,13 @@ def pruned_metric(
     refit: RefitFn | None,
     min_per_layer: float,
     params: ParamSelection,
+    criterion: Criterion | None = None,
 ) -> float:
-    """``evaluate(w^(s))``: the metric of the model pruned to ``sparsity`` (and re-fitted with
-    ``refit`` when given); the model comes back bit-for-bit."""
-    with pruned(model, sparsity, min_per_layer=min_per_layer, params=params) as masks:
+    """``evaluate(w^(s))``: the metric of the model pruned to ``sparsity`` (by the prepared
+    ``criterion``, default global magnitude; and re-fitted with ``refit`` when given); the model
+    comes back bit-for-bit."""
+    with pruned(model, sparsity, min_per_layer=min_per_layer, params=params,
+                criterion="magnitude" if criterion is None else criterion) as masks:
         if refit is not None:
             refit(model, masks)
         return as_metric(evaluate(model))

@@ -22,6 +22,7 @@ from .._checks import check_bool, check_callable, check_fraction, check_model, p
 from .._io import check_path, fsync_dir, open_regular
 from ..distributed import run_on_main_process
 from ..params import ParamSelection
+from .criteria import Criterion, CriterionLike, criterion_label, resolve_criterion
 from .refit import Refit, pruned_metric, resolve_refit
 
 __all__ = ["sweep", "read_sweep_log", "SweepLogMismatch"]
@@ -201,6 +202,16 @@ def _header(grid: list[float], min_per_layer: float, params: ParamSelection, ref
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
 
 
+def _with_criterion(header: dict, crit: Criterion, options: dict | None) -> dict:
+    """The header with the criterion's name and options (JSON round trip, as the file gives
+    them back)."""
+    try:
+        return json.loads(json.dumps({**header, "criterion": criterion_label(crit),
+                                      "criterion_options": options}))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"criterion_options must be JSON-serialisable for a sweep log: {exc}") from None
+
+
 def sweep(
     model: nn.Module,
     evaluate: Callable[[nn.Module], float],
@@ -214,6 +225,10 @@ def sweep(
     refit_data: Any = None,
     refit_lr: float = 1e-2,
     progress: bool = False,
+    criterion: CriterionLike = "magnitude",
+    data: Any = None,
+    loss_fn: Callable | None = None,
+    criterion_options: dict | None = None,
 ) -> list[tuple[float, float]]:
     """``[(s, evaluate(w^(s))) for s in sparsities]``: a whole pruning curve.
 
@@ -223,7 +238,10 @@ def sweep(
     resumes: values already in the file are not recomputed. A header that does not match the call
     raises ``ValueError``, and so does a corrupt record; a torn last line (a write cut short by a
     crash) is dropped and recomputed. ``refit`` as in
-    :func:`~phasetrans.prune.threshold.find_threshold`. The model is unchanged.
+    :func:`~phasetrans.prune.threshold.find_threshold`. ``criterion`` (with ``data``,
+    ``loss_fn``, ``criterion_options``): what to prune, as in
+    :func:`~phasetrans.prune.masks.criterion_masks`, prepared once before the grid (the header
+    then records its name and options). The model is unchanged.
     """
     check_model(model)
     check_callable(evaluate, "evaluate")
@@ -232,6 +250,9 @@ def sweep(
     refit_fn = resolve_refit(refit, refit_loss_fn, refit_data, refit_lr)
     header = _header(grid, min_per_layer, params, refit, refit_lr, metadata)
     check_bool(progress, "progress")
+    crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
+    if crit is not None and path is not None:  # the default's header stays: old logs resume
+        header = _with_criterion(header, crit, criterion_options)
     from tqdm.auto import tqdm
 
     done: dict[int, float] = {}
@@ -244,7 +265,8 @@ def sweep(
             for i in tqdm(range(len(grid)), desc="sweep", disable=not progress, leave=False):
                 if i in done:
                     continue
-                done[i] = pruned_metric(model, evaluate, grid[i], refit_fn, min_per_layer, params)
+                done[i] = pruned_metric(model, evaluate, grid[i], refit_fn, min_per_layer, params,
+                                        crit)
                 if f is not None:
                     _append(f, {"index": i, "sparsity": grid[i], "metric": done[i]})
     finally:

@@ -33,6 +33,7 @@ from .._checks import (
 )
 from ..evaluate import evaluate_loss
 from ..params import ParamSelection
+from .criteria import Criterion, CriterionLike, criterion_label, resolve_criterion
 from .refit import Refit, RefitFn, as_metric, pruned_metric, refit_steps, resolve_refit
 
 __all__ = ["Threshold", "find_threshold", "find_loss_threshold", "refit_steps", "Refit"]
@@ -83,11 +84,12 @@ class _Grid:
     strict: bool
     metrics: dict[int, float]
     evaluations: int
+    criterion: Criterion | None = None
 
     def holds(self, j: int) -> bool:
         if j not in self.metrics:
             self.metrics[j] = pruned_metric(self.model, self.evaluate, j / self.M, self.refit,
-                                            self.min_per_layer, self.params)
+                                            self.min_per_layer, self.params, self.criterion)
             self.evaluations += 1
         m = self.metrics[j]
         if math.isnan(m):
@@ -141,8 +143,12 @@ def find_threshold(
     refit_loss_fn: Callable | None = None,
     refit_data: Any = None,
     refit_lr: float = 1e-2,
+    criterion: CriterionLike = "magnitude",
+    data: Any = None,
+    loss_fn: Callable | None = None,
+    criterion_options: dict | None = None,
 ) -> Threshold:
-    """Largest sparsity at which one-shot global magnitude pruning still holds.
+    """Largest sparsity at which one-shot global magnitude pruning (or ``criterion``) still holds.
 
     ``evaluate(model) -> float``, higher is better (e.g. test accuracy). Holds at ``s`` when
     ``evaluate(w^(s)) >= baseline − tolerance`` (``strict``: ``>``); ``baseline`` defaults to
@@ -153,7 +159,10 @@ def find_threshold(
     ``refit``: ``None``; a callable ``refit(model, masks)`` that fine-tunes in place with the masks
     held (e.g. :func:`~phasetrans.prune.refit.refit_steps`); or an int number of SGD steps
     (:func:`~phasetrans.train.finetune_masked`, needs ``refit_loss_fn`` and ``refit_data``, step
-    size ``refit_lr``). The model is restored after every evaluation and comes back bit-for-bit.
+    size ``refit_lr``). ``criterion`` (with ``data``, ``loss_fn``, ``criterion_options``): what
+    to prune, as in :func:`~phasetrans.prune.masks.criterion_masks`; prepared once, before the
+    search (its name goes to ``extra["criterion"]``); OBS's weight update is part of each pruned
+    model. The model is restored after every evaluation and comes back bit-for-bit.
     Zhang et al., NeurIPS 2024 (THEORY §4).
     """
     check_model(model)
@@ -169,6 +178,7 @@ def find_threshold(
     max_evaluations = check_int(max_evaluations, "max_evaluations", minimum=needed)
     if baseline is not None:
         baseline = check_float(baseline, "baseline", allow_inf=False)
+    crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
 
     with preserve_model(model):
         metrics: dict[int, float] = {}
@@ -179,7 +189,7 @@ def find_threshold(
             if refit_fn is None:
                 metrics[0] = baseline
         grid = _Grid(model, evaluate, M, refit_fn, min_per_layer, params, baseline, tolerance,
-                     strict, metrics, evaluations)
+                     strict, metrics, evaluations, crit)
         best = _bisect_then_scan(grid, window, max_evaluations)
     return Threshold(
         sparsity=(best / M) if best is not None else 0.0,
@@ -190,6 +200,7 @@ def find_threshold(
         strict=strict,
         resolution=1.0 / M,
         found=best is not None,
+        extra={} if crit is None else {"criterion": criterion_label(crit)},
     )
 
 
@@ -205,12 +216,15 @@ def find_loss_threshold(
     """Largest ``s`` with ``L(w^(s)) <= L(w*) + eps`` (THEORY §4 loss criterion), ``L`` the
     dataset-mean loss of ``loss_fn`` on ``data`` (:func:`~phasetrans.evaluate.evaluate_loss`).
     Runs :func:`find_threshold` on the metric ``−L`` with tolerance ``eps``; ``.points`` and
-    ``.baseline`` hold ``−L``. Other keyword arguments go to :func:`find_threshold`."""
+    ``.baseline`` hold ``−L``. Other keyword arguments go to :func:`find_threshold`; a
+    ``criterion`` there is prepared on this ``loss_fn`` and ``data``."""
     check_model(model)
     eps = check_float(eps, "eps", minimum=0.0)
     check_callable(loss_fn, "loss_fn")
     if "tolerance" in kwargs or "baseline" in kwargs:
         raise TypeError("find_loss_threshold sets tolerance (eps) and baseline (L(w*)) itself")
+    if kwargs.get("criterion", "magnitude") != "magnitude" or kwargs.get("criterion_options"):
+        kwargs.update(data=data, loss_fn=loss_fn)
 
     def metric(m: nn.Module) -> float:
         return -evaluate_loss(m, loss_fn, data)

@@ -18,7 +18,9 @@ the dicts it records per case; the keys each one reads are in its docstring):
   case, with the ±3-point band;
 - :func:`plot_case_curve`: accuracy and training loss along the one-shot pruning path of one
   case, with the prediction, its window and the measured thresholds;
-- :func:`plot_l1_ablation`: predicted and measured thresholds against the l1 strength.
+- :func:`plot_l1_ablation`: predicted and measured thresholds against the l1 strength;
+- :func:`plot_criteria`: accuracy against sparsity per pruning criterion, one panel per case,
+  with the predicted limit, its window and where the theory applies (``studies.criteria``).
 
 All figures of the library are drawn here; ``.plot()`` methods of results delegate to this module.
 
@@ -48,6 +50,7 @@ __all__ = [
     "plot_prediction_scatter",
     "plot_case_curve",
     "plot_l1_ablation",
+    "plot_criteria",
     "new_axes",
     "save_figure_atomic",
 ]
@@ -459,5 +462,47 @@ def plot_l1_ablation(rows: Any, ax: Any = None, path: Any = None):
     ax.set_title("l1 strength: theory tracks one-shot only in the strong-l1 regime")
     ax.legend(fontsize="small", loc="upper left")
     ax.grid(True, alpha=0.3)
+    _save(fig, path, tight=True)
+    return fig
+
+
+_CRITERION_STYLE = {"magnitude": ("tab:blue", "o"), "fisher_taylor": ("tab:green", "^"),
+                    "obs": ("tab:purple", "s"), "layer_adaptive": ("tab:orange", "D")}
+
+
+def plot_criteria(cases: Any, path: Any = None):
+    """Test accuracy against sparsity, one line per pruning criterion, one panel per case: the
+    predicted limit (line) with its window (shaded), each criterion's one-shot threshold (a
+    marker on the dense-accuracy line), and in the panel's corner whether the theory applies
+    there (``note``). ``cases``: dicts with ``name``, ``predicted``, ``lower``, ``upper``,
+    ``dense_metric``, ``note`` and ``criteria``: dicts with ``name``, ``threshold`` and ``curve``
+    (``sparsity``, ``accuracy``); zoomed to ``s ≥ min(lower, thresholds) − 0.1``."""
+    from matplotlib.figure import Figure
+
+    cases = list(cases)
+    if not cases or not all(isinstance(c, dict) for c in cases):
+        raise TypeError("cases must be a non-empty sequence of case dicts")
+    fig = Figure(figsize=(5.2 * len(cases), 4.4), dpi=110, layout="constrained")
+    for ax, case in zip(np.atleast_1d(fig.subplots(1, len(cases))), cases):
+        ax.axvspan(case["lower"], case["upper"], color=_PRED_COLOR, alpha=0.12,
+                   label="predicted window")
+        ax.axvline(case["predicted"], color=_PRED_COLOR, lw=1.6,
+                   label=f"predicted limit {case['predicted']:.3f}")
+        ax.axhline(case["dense_metric"], color="gray", ls=":", lw=0.8)
+        for c in case["criteria"]:
+            color, marker = _CRITERION_STYLE.get(c["name"], ("black", "x"))
+            ax.plot(c["curve"]["sparsity"], c["curve"]["accuracy"], "-", color=color, lw=1.2,
+                    label=f"{c['name']} (threshold {c['threshold']:.3f})")
+            ax.plot([c["threshold"]], [case["dense_metric"]], marker, color=color, ms=7)
+        x0 = max(0.0, min([case["lower"]] + [c["threshold"] for c in case["criteria"]]) - 0.1)
+        ax.set_xlim(x0, 1.0)
+        ax.set_ylim(-0.02, 1.02)
+        ax.text(0.02, 0.03, case["note"], transform=ax.transAxes, fontsize="small", va="bottom",
+                bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})
+        ax.set_xlabel("sparsity s (one-shot, no re-fit)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(case["name"])
+        ax.legend(fontsize="x-small", loc="center left")
+        ax.grid(True, alpha=0.3)
     _save(fig, path, tight=True)
     return fig

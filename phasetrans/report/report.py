@@ -23,6 +23,7 @@ from torch import nn
 from .._batches import as_batches
 from .._checks import check_float, check_model, preserve_model
 from .._io import atomic_write_text, to_jsonable
+from ..prune.criteria import resolve_criterion
 
 __all__ = ["Report", "layer_kept_fractions", "pruning_curve"]
 
@@ -30,15 +31,20 @@ __all__ = ["Report", "layer_kept_fractions", "pruning_curve"]
 # ------------------------------------------------------------------------------------------
 # small public helpers (thin: masks from pruning, metrics from training)
 # ------------------------------------------------------------------------------------------
-def layer_kept_fractions(model: nn.Module, sparsity: float, params: Any = None) -> dict[str, dict]:
+def layer_kept_fractions(
+    model: nn.Module, sparsity: float, params: Any = None, criterion: Any = "magnitude",
+    data: Any = None, loss_fn: Callable | None = None, criterion_options: dict | None = None,
+) -> dict[str, dict]:
     """Per prunable layer at global one-shot magnitude pruning to ``sparsity``:
     ``{name: {"kept": int, "total": int, "kept_fraction": float}}`` (from
-    :func:`~phasetrans.magnitude_masks`). A layer with kept fraction near 0 has *collapsed*: the
+    :func:`~phasetrans.magnitude_masks`; with ``criterion``, its masks,
+    :func:`~phasetrans.criterion_masks`). A layer with kept fraction near 0 has *collapsed*: the
     network is cut, whatever the other layers keep. The model is unchanged."""
-    from ..prune.masks import magnitude_masks
+    from ..prune.masks import criterion_masks
 
     check_model(model)
-    masks = magnitude_masks(model, sparsity, params=params)
+    masks = criterion_masks(model, sparsity, criterion, data, loss_fn, params=params,
+                            criterion_options=criterion_options)
     out = {}
     for name, mask in masks.items():
         kept, total = int(mask.sum().item()), int(mask.numel())
@@ -53,9 +59,14 @@ def pruning_curve(
     loss_fn: Callable | None = None,
     metric: Callable[[nn.Module], float] | None = None,
     progress: bool = False,
+    criterion: Any = "magnitude",
+    data: Any = None,
+    criterion_options: dict | None = None,
 ) -> dict[str, list[float]]:
     """Test accuracy (or ``metric``) and test loss of ``w^(s)`` for each ``s`` in ``sparsities``
-    (one-shot global magnitude pruning, :func:`~phasetrans.pruned`; no re-fit).
+    (one-shot global magnitude pruning, :func:`~phasetrans.pruned`; no re-fit). ``criterion``:
+    what to prune instead (:func:`~phasetrans.criterion_masks`), prepared once on ``data`` (the
+    training batches) with ``loss_fn``.
 
     Returns ``{"sparsity": [...], "accuracy": [...], "loss": [...]}`` sorted by sparsity
     (``loss`` only with ``loss_fn``). The model comes back bit-for-bit.
@@ -78,6 +89,7 @@ def pruning_curve(
     if not grid:
         raise ValueError("sparsities must contain at least one value")
     evaluate = metric if metric is not None else (lambda m: evaluate_accuracy(m, batches))
+    crit = resolve_criterion(criterion, model, data, loss_fn, None, criterion_options)
     from tqdm.auto import tqdm
 
     out: dict[str, list[float]] = {"sparsity": [], "accuracy": []}
@@ -85,12 +97,18 @@ def pruning_curve(
         out["loss"] = []
     with preserve_model(model):
         for s in tqdm(grid, desc="curve", disable=not progress, leave=False):
-            with pruned(model, s):
+            with pruned(model, s, criterion="magnitude" if crit is None else crit):
                 out["sparsity"].append(s)
                 out["accuracy"].append(float(evaluate(model)))
                 if loss_fn is not None:
                     out["loss"].append(float(evaluate_loss(model, loss_fn, batches)))
     return out
+
+
+def _by_criterion(config: dict) -> str:
+    """``"; criterion obs"`` when the report's pruning was not global magnitude, else ``""``."""
+    name = config.get("criterion", "magnitude")
+    return "" if name == "magnitude" else f"; criterion {name}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -204,7 +222,8 @@ class Report:
             f"predicted critical sparsity  {p.sparsity:.4f}  (kinematic window "
             f"[{p.lower:.4f}, {p.upper:.4f}], D = {p.dim}, eps = {p.eps:.4g})",
             f"measured one-shot threshold  {t.sparsity:.4f}  (test accuracy >= "
-            f"{t.baseline:.4f} − {t.tolerance:g}; {t.evaluations} evaluations)",
+            f"{t.baseline:.4f} − {t.tolerance:g}; {t.evaluations} evaluations"
+            f"{_by_criterion(self.config)})",
             f"difference (pred − meas)     {100 * self.difference:+.2f} points"
             f"{'  (inside the window)' if self.within_window else ''}",
         ]

@@ -9,9 +9,12 @@ of stages (one function each, timed by one :class:`~phasetrans._timing.Stopwatch
 2. ``dense_eval``: test accuracy, test loss and training loss of the unpruned model;
 3. ``predict``: the critical sparsity from the Hessian spectrum and the weight magnitudes
    (:func:`~phasetrans.predict_sparsity`);
-4. ``threshold``: the empirical threshold of one-shot global magnitude pruning on held-out data
-   (:func:`~phasetrans.find_threshold` with test accuracy); ``refit_threshold`` the same after a
-   short re-fit on the kept support; ``loss_threshold`` the loss criterion
+4. ``criterion`` (only for a ``criterion`` other than global magnitude): prepared once on the
+   training data (:func:`~phasetrans.prune.criteria.prepare_criterion`), then used by every
+   pruning stage below;
+   ``threshold``: the empirical threshold of one-shot global magnitude pruning (or ``criterion``)
+   on held-out data (:func:`~phasetrans.find_threshold` with test accuracy); ``refit_threshold``
+   the same after a short re-fit on the kept support; ``loss_threshold`` the loss criterion
    ``L(w^(s)) <= L(w*) + eps`` (:func:`~phasetrans.find_loss_threshold`);
 5. ``curve``: test accuracy and loss along the pruning curve (:func:`~phasetrans.pruning_curve`);
 6. ``layers``: the per-layer kept fraction at the threshold and at the prediction;
@@ -48,6 +51,7 @@ from .._checks import (
 from .._io import check_out_dir
 from .._timing import Stopwatch
 from ..distributed import is_main_process
+from ..prune.criteria import criterion_label, resolve_criterion
 from .report import Report, layer_kept_fractions, pruning_curve
 
 __all__ = ["validate"]
@@ -101,6 +105,8 @@ class _Run:
     progress: bool
     train_kwargs: dict
     predict_kwargs: dict
+    criterion: Any = "magnitude"
+    criterion_options: dict | None = None
 
     def config(self) -> dict:
         """The arguments as recorded in ``Report.config``."""
@@ -112,6 +118,7 @@ class _Run:
             "resolution": self.resolution, "curve_points": self.curve_points,
             "loss_criterion": self.loss_criterion,
             "train_kwargs": self.train_kwargs, "predict_kwargs": self.predict_kwargs,
+            "criterion": criterion_label(self.criterion), "criterion_options": self.criterion_options,
         }
 
 
@@ -121,7 +128,8 @@ OUT_FILES = ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png",
 
 def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes, seed,
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
-             strict, refit_lr, progress, train_kwargs, predict_kwargs) -> _Run:
+             strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion="magnitude",
+             criterion_options=None) -> _Run:
     """Every argument of :func:`validate` checked (in signature order), before any work."""
     from ..predict import predict_sparsity
     from ..train import train_l1
@@ -164,6 +172,7 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
             raise TypeError(f"predict_kwargs must not contain {key!r}: pass {key}= to validate")
     if l1 is not None:
         train_kwargs.setdefault("progress", progress)
+    criterion, criterion_options = _check_criterion(criterion, criterion_options)
     if out is not None and is_main_process():  # last check, before any work: no result lost to it
         check_out_dir(out, "out", OUT_FILES)
     return _Run(
@@ -173,7 +182,33 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
         tolerance=tolerance, inplace=inplace, loss_criterion=loss_criterion,
         curve_points=curve_points, resolution=resolution, strict=strict, refit_lr=refit_lr,
         progress=progress, train_kwargs=train_kwargs, predict_kwargs=predict_kwargs,
+        criterion=criterion, criterion_options=criterion_options,
     )
+
+
+def _check_criterion(criterion: Any, options: Any) -> tuple[Any, dict | None]:
+    """The ``criterion`` argument checked up front (before any training): a name in
+    :data:`~phasetrans.prune.criteria.CRITERIA`, a callable or a prepared criterion; options a
+    dict of the named builder's keyword arguments."""
+    from ..prune.criteria import CRITERIA, Criterion
+
+    if isinstance(criterion, str):
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {list(CRITERIA)} or a callable, got {criterion!r}")
+    elif not callable(criterion) and not isinstance(criterion, Criterion):
+        raise TypeError(f"criterion must be one of {list(CRITERIA)} or a callable, got "
+                        f"{type(criterion).__name__}")
+    if options is not None:
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise TypeError(f"criterion_options must be a dict of keyword arguments, got "
+                            f"{type(options).__name__}")
+        if not isinstance(criterion, str):
+            raise TypeError("criterion_options apply only to a criterion given by name")
+        options = _check_kwargs(options, "criterion_options", CRITERIA[criterion])
+        taken = sorted(set(options) & {"model", "data", "loss_fn", "params"})
+        if taken:
+            raise ValueError(f"criterion_options must not contain {taken}: validate passes them")
+    return criterion, options
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,47 +262,62 @@ def _test_accuracy(run: _Run) -> Callable[[nn.Module], float]:
     return test_accuracy
 
 
-def _threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
+def _criterion(work: nn.Module, run: _Run) -> Any:
+    """The criterion prepared once on the training data at the trained weights (``None``: global
+    magnitude pruning, the default path)."""
+    return resolve_criterion(run.criterion, work, run.train, run.loss_fn, None,
+                             run.criterion_options)
+
+
+def _by(crit: Any) -> Any:
+    """The ``criterion=`` argument for the pruning calls: the prepared one, or the default."""
+    return "magnitude" if crit is None else crit
+
+
+def _threshold(work: nn.Module, run: _Run, dense: dict, crit: Any = None) -> Any:
     """One-shot threshold on test accuracy (``>= dense − tolerance``)."""
     from ..prune.threshold import find_threshold
 
     return find_threshold(work, _test_accuracy(run), baseline=dense["test_accuracy"],
-                          tolerance=run.tolerance, resolution=run.resolution, strict=run.strict)
+                          tolerance=run.tolerance, resolution=run.resolution, strict=run.strict,
+                          criterion=_by(crit))
 
 
-def _refit_threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
+def _refit_threshold(work: nn.Module, run: _Run, dense: dict, crit: Any = None) -> Any:
     """The same threshold after ``refit`` SGD steps on the kept support of each pruned model."""
     from ..prune.threshold import find_threshold
 
     return find_threshold(
         work, _test_accuracy(run), baseline=dense["test_accuracy"], tolerance=run.tolerance,
         resolution=run.resolution, strict=run.strict, refit=run.refit, refit_loss_fn=run.loss_fn,
-        refit_data=run.train, refit_lr=run.refit_lr,
+        refit_data=run.train, refit_lr=run.refit_lr, criterion=_by(crit),
     )
 
 
-def _loss_threshold(work: nn.Module, run: _Run, eps: float) -> Any:
+def _loss_threshold(work: nn.Module, run: _Run, eps: float, crit: Any = None) -> Any:
     """Largest ``s`` with ``L_train(w^(s)) <= L_train(w*) + eps``."""
     from ..prune.threshold import find_loss_threshold
 
-    return find_loss_threshold(work, run.loss_fn, run.train, eps, resolution=run.resolution)
+    return find_loss_threshold(work, run.loss_fn, run.train, eps, resolution=run.resolution,
+                               criterion=_by(crit))
 
 
-def _curve(work: nn.Module, run: _Run, threshold: Any, prediction: Any) -> dict:
+def _curve(work: nn.Module, run: _Run, threshold: Any, prediction: Any, crit: Any = None) -> dict:
     """Accuracy and loss at the points the threshold search evaluated, ``curve_points`` evenly
     spaced sparsities, and the prediction with its window."""
     grid = [s for s, _ in threshold.points]
     if run.curve_points:
         grid += list(np.linspace(0.0, 1.0, run.curve_points))
     grid += [prediction.sparsity, prediction.lower, prediction.upper]
-    return pruning_curve(work, grid, run.test, loss_fn=run.loss_fn)
+    return pruning_curve(work, grid, run.test, loss_fn=run.loss_fn, criterion=_by(crit))
 
 
-def _layers(work: nn.Module, threshold: Any, prediction: Any) -> dict:
+def _layers(work: nn.Module, threshold: Any, prediction: Any, crit: Any = None) -> dict:
     """Per-layer kept fractions at the measured threshold and at the prediction."""
+    at_prediction = min(1.0, max(0.0, prediction.sparsity))
     return {
-        "at_threshold": layer_kept_fractions(work, threshold.sparsity),
-        "at_prediction": layer_kept_fractions(work, min(1.0, max(0.0, prediction.sparsity))),
+        "at_threshold": layer_kept_fractions(work, threshold.sparsity, criterion=_by(crit)),
+        "at_prediction": layer_kept_fractions(work, at_prediction, criterion=_by(crit)),
         "threshold_sparsity": threshold.sparsity,
         "predicted_sparsity": prediction.sparsity,
     }
@@ -317,6 +367,8 @@ def validate(
     progress: bool = False,
     train_kwargs: dict | None = None,
     predict_kwargs: dict | None = None,
+    criterion: Any = "magnitude",
+    criterion_options: dict | None = None,
 ) -> Report:
     """Train (optionally), predict, prune, compare: the whole check on one model.
 
@@ -359,16 +411,24 @@ def validate(
         More arguments for :func:`~phasetrans.predict_sparsity` (``negative``, ``zero_mass``,
         ``trace_method`` (default ``None`` here: the trace from the spectrum), ``bootstrap``,
         ``eta``, ...).
+    criterion, criterion_options
+        What one-shot pruning removes in the threshold, curve and layer stages: ``"magnitude"``
+        (global magnitude pruning, the theory's pruner), ``"fisher_taylor"``, ``"obs"`` (with its
+        weight update), ``"layer_adaptive"``, a callable ``model -> {name: scores}`` or a prepared
+        criterion (:func:`~phasetrans.criterion_masks`); prepared once on ``train_data`` with
+        ``loss_fn`` (options: the named builder's keyword arguments). The prediction is always
+        the magnitude one: the limit the criterion is measured against.
 
     Returns a :class:`Report` (``timings``: seconds per stage, and ``total``).
 
-    (Over 80 lines only for its signature and the documentation of its 24 parameters: the body
+    (Over 80 lines only for its signature and the documentation of its 26 parameters: the body
     is the list of stages above, one line each.)
     """
     clock = Stopwatch()
     run = _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes,
                    seed, out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points,
-                   resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs)
+                   resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion,
+                   criterion_options)
     with preserve_model(model) if not run.inplace else contextlib.nullcontext():
         work, history = model, None
         if run.l1 is not None:
@@ -378,19 +438,23 @@ def validate(
             dense = _dense_eval(work, run)
         with clock("predict"):
             prediction = _predict(work, run)
+        crit = None
+        if run.criterion != "magnitude" or run.criterion_options:
+            with clock("criterion"):
+                crit = _criterion(work, run)
         with clock("threshold"):
-            threshold = _threshold(work, run, dense)
+            threshold = _threshold(work, run, dense, crit)
         refit_threshold = loss_threshold = None
         if run.refit is not None:
             with clock("refit_threshold"):
-                refit_threshold = _refit_threshold(work, run, dense)
+                refit_threshold = _refit_threshold(work, run, dense, crit)
         if run.loss_criterion:
             with clock("loss_threshold"):
-                loss_threshold = _loss_threshold(work, run, prediction.eps)
+                loss_threshold = _loss_threshold(work, run, prediction.eps, crit)
         with clock("curve"):
-            curve = _curve(work, run, threshold, prediction)
+            curve = _curve(work, run, threshold, prediction, crit)
         with clock("layers"):
-            layers = _layers(work, threshold, prediction)
+            layers = _layers(work, threshold, prediction, crit)
     report = Report(
         prediction=prediction, threshold=threshold, curve=curve, timings=clock.timings, dense=dense,
         layers=layers, refit_threshold=refit_threshold, loss_threshold=loss_threshold,

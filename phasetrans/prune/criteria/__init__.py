@@ -11,12 +11,18 @@ exactly ``⌈sD⌉`` weights, ``weights(masks)`` gives the updated weights (OBS)
 - ``"layer_adaptive"``: per-layer sparsities by rate–distortion DP, magnitude within layers
   (:mod:`.layer_adaptive`);
 - a callable ``criterion(model) -> {name: Tensor}`` of scores (higher = keep).
+
+The pruning calls (``criterion_masks``, ``pruned``, ``find_threshold``, ``sweep``,
+``pruning_curve``, ``pruning_radius``, ``validate``, the CLI's ``--criterion``) take any of these
+as ``criterion=`` with ``data=``, ``loss_fn=`` and ``criterion_options=``, and prepare it once per
+call with :func:`resolve_criterion` (the default ``"magnitude"`` keeps magnitude pruning's own
+path, bit for bit).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from torch import nn
@@ -39,6 +45,9 @@ __all__ = [
     "LayerAdaptiveCriterion",
     "MFACInverse",
     "prepare_criterion",
+    "resolve_criterion",
+    "criterion_label",
+    "CriterionLike",
     "score_masks",
     "magnitude",
     "magnitude_scores",
@@ -53,6 +62,9 @@ __all__ = [
 ]
 
 CriterionName = Literal["magnitude", "fisher_taylor", "obs", "layer_adaptive"]
+#: What a ``criterion=`` argument accepts: a name, a callable ``model -> {name: scores}``, or a
+#: prepared :class:`Criterion`.
+CriterionLike = CriterionName | Callable[[nn.Module], Any] | Criterion
 
 #: name -> builder ``(model, data=None, loss_fn=None, params=None, **options) -> Criterion``
 CRITERIA: dict[str, Callable[..., Criterion]] = {
@@ -118,3 +130,35 @@ def prepare_criterion(
         f"criterion must be one of {list(CRITERIA)}, a callable model -> {{name: scores}} or a "
         f"prepared criterion, got {type(criterion).__name__}"
     )
+
+
+def resolve_criterion(
+    criterion: Any, model: nn.Module, data: Any = None, loss_fn: Any = None, params: Any = None,
+    options: Any = None,
+) -> Criterion | None:
+    """The ``criterion=`` argument of the pruning calls (``criterion_masks``, ``pruned``,
+    ``find_threshold``, ``sweep``, ``validate``), prepared once, at the model's current weights:
+    ``None`` for the default ``"magnitude"`` without options (the callers then take global
+    magnitude pruning's own path, so their results are bit for bit those without a criterion),
+    else :func:`prepare_criterion` with ``data``, ``loss_fn``, ``params`` and ``options`` (the
+    builder's keyword arguments, a dict; named ``criterion_options`` in the callers). Data
+    passes happen here only."""
+    if options is None:
+        options = {}
+    elif not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise TypeError(
+            f"criterion_options must be a dict of keyword arguments, got {type(options).__name__}"
+        )
+    if isinstance(criterion, str) and criterion == "magnitude" and not options:
+        check_model(model)
+        return None
+    return prepare_criterion(criterion, model, data, loss_fn, params, **dict(options))
+
+
+def criterion_label(criterion: Any) -> str:
+    """A short name for ``criterion`` (a name, a prepared criterion's ``.name``, a callable's
+    ``__name__``), for logs and reports."""
+    if isinstance(criterion, str):
+        return criterion
+    name = getattr(criterion, "name", None) or getattr(criterion, "__name__", None)
+    return name if isinstance(name, str) else type(criterion).__name__

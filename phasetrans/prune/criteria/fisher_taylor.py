@@ -16,6 +16,13 @@ of samples in ``data``. Higher = keep. The per-sample gradients come from ``torc
 (``vmap(grad)``), so ``F_qq`` is exactly the mean of squared per-sample gradients (the authors'
 code approximates it from squared mini-batch gradients times the batch size). Works at
 initialisation or after training: nothing assumes ``∇L(w) = 0``.
+
+The sign. Zeroing ``w_q`` is the step ``δ_q = −w_q``, whose second-order change of the loss is
+``−ḡ_q w_q + ½ F_qq w_q²``; the score above has ``+``. It follows the authors' code, checked in
+``batch_exp/experiments/utils/compressors.py``, ``fd_taylor`` (commit ``566728a``): the score is
+``((param * grad_mean) + square(param) * (batch_size * fisher_diag) / 2).abs()``, i.e.
+``|w ḡ + ½ F̂ w²|``. At a minimum (``ḡ ≈ 0``) both signs give ``½ F_qq w_q²``, OBD's saliency
+with the Fisher diagonal.
 """
 
 from __future__ import annotations
