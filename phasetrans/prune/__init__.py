@@ -5,6 +5,7 @@ with a resumable log (:mod:`.sweep`)."""
 from .masks import (
     apply_masks,
     check_masks,
+    from_torch_prune,
     magnitude_masks,
     mask_sparsity,
     pruned,
@@ -21,6 +22,7 @@ __all__ = [
     "pruned",
     "apply_masks",
     "to_torch_prune",
+    "from_torch_prune",
     "mask_sparsity",
     "check_masks",
     "Refit",
