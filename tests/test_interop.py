@@ -216,6 +216,9 @@ def test_batch_fn_threads_through_evaluation_eps_prediction_and_training():
     a = pt.predict_sparsity(m, LOSS, batches, batch_fn=to_inputs, **kw)
     b = pt.predict_sparsity(ref, LOSS, plain, **kw)
     assert a.sparsity == b.sparsity and a.eps == b.eps
+    t1 = pt.find_loss_threshold(m, LOSS, batches, 0.05, resolution=0.05, batch_fn=to_inputs)
+    t2 = pt.find_loss_threshold(ref, LOSS, plain, 0.05, resolution=0.05)
+    assert t1.sparsity == t2.sparsity and t1.points == t2.points
     m1, m2 = KwModel().double(), Positional(KwModel().double())
     pt.train_l1(m1, LOSS, batches, l1=1e-3, epochs=2, lr=0.1, progress=False, batch_fn=to_inputs)
     pt.train_l1(m2, LOSS, plain, l1=1e-3, epochs=2, lr=0.1, progress=False)

@@ -405,6 +405,7 @@ BAD_INPUTS_EXTRA = [
     row("predict_sparsity", "batch_fn=3", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, batch_fn=3), TypeError, "batch_fn"),
     row("train_l1", "batch_fn=3", lambda: pt.train_l1(mlp(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1, batch_fn=3), TypeError, "batch_fn"),
     row("finetune_masked", "batch_fn=3", lambda: pt.finetune_masked(mlp(), masks(), LOSS, DATA, steps=1, batch_fn=3), TypeError, "batch_fn"),
+    row("find_loss_threshold", "batch_fn=3", lambda: pt.find_loss_threshold(mlp(), LOSS, DATA, 0.1, batch_fn=3), TypeError, "batch_fn"),
     row("validate", "batch_fn=3", lambda: pt.validate(mlp(), LOSS, DATA, DATA, batch_fn=3), TypeError, "batch_fn"),
     row("validate", "batch_fn in predict_kwargs", lambda: pt.validate(mlp(), LOSS, DATA, DATA, predict_kwargs={"batch_fn": None}), TypeError, "batch_fn"),
     row("slq", "a callable without dim", lambda: pt.slq(lambda v: v, num_steps=3), TypeError, "dim"),
