@@ -16,8 +16,9 @@ NeurIPS 2024). Then:
 3. the three numbers are printed side by side.
 
 The batches are dicts, as a HuggingFace-style loader yields them (``input_ids``, ``labels``),
-read through ``batch_fn``. The default run costs about five minutes of one CPU core (training
-~3.5, the spectrum ~1.5); seed 0 on torch 2.13 (CPU) gave: held-out accuracy 0.493, predicted
+read through ``batch_fn``. The default run costs about five minutes of one CPU core (from
+per-step timings: training ~3.5, the spectrum ~1.5; 10 minutes of wall time on a shared,
+heavily loaded 2-core machine); seed 0 on torch 2.13 (CPU) gave: held-out accuracy 0.493, predicted
 critical sparsity 0.478 (window [0.444, 0.512], ε = 0.210), loss threshold 0.400, accuracy
 threshold (1 point) 0.250.
 
