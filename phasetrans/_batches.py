@@ -1,6 +1,10 @@
 """Normalising the ``data`` argument: a DataLoader / re-iterable of ``(inputs, targets)`` batches,
 or a single ``(inputs, targets)`` tuple of tensors.
 
+Batches of any other shape (HuggingFace-style dicts, longer tuples) go through a ``batch_fn(batch)
+-> (inputs, targets)``; ``inputs`` may be a tensor, a tuple/list (the model's positional
+arguments) or a dict (its keyword arguments): :func:`call_model`.
+
 Dataset-level quantities weight each batch by its size ``|b|`` (the length of the first
 dimension of ``inputs``), so an uneven last batch is counted exactly.
 """
@@ -8,12 +12,12 @@ dimension of ``inputs``), so an uneven last batch is counted exactly.
 from __future__ import annotations
 
 import collections.abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["Batches", "as_batches", "move_batch", "batch_size"]
+__all__ = ["Batches", "as_batches", "move_batch", "batch_size", "call_model", "model_args"]
 
 
 def batch_size(inputs: Any) -> int:
@@ -24,8 +28,14 @@ def batch_size(inputs: Any) -> int:
         return int(inputs.shape[0])
     if isinstance(inputs, (tuple, list)) and inputs and isinstance(inputs[0], torch.Tensor):
         return batch_size(inputs[0])
+    if isinstance(inputs, Mapping):
+        for value in inputs.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return int(value.shape[0])
+        raise TypeError("data: dict batch inputs must hold at least one tensor with a batch dimension")
     raise TypeError(
-        f"data: batch inputs must be a tensor (or a tuple of tensors), got {type(inputs).__name__}"
+        f"data: batch inputs must be a tensor, a tuple of tensors or a dict of tensors, got "
+        f"{type(inputs).__name__}"
     )
 
 
@@ -39,17 +49,32 @@ def move_batch(inputs: Any, targets: Any, device: torch.device, dtype: torch.dty
             return t.to(device=device)
         if isinstance(t, (tuple, list)):
             return type(t)(move(x) for x in t)
+        if isinstance(t, Mapping):
+            return {k: move(x) for k, x in t.items()}
         return t
 
     return move(inputs), move(targets)
 
 
 class Batches:
-    """A re-iterable view of ``data`` that yields ``(inputs, targets)`` pairs and checks them."""
+    """A re-iterable view of ``data`` that yields ``(inputs, targets)`` pairs and checks them;
+    ``batch_fn(batch) -> (inputs, targets)`` is applied to each batch first when given."""
 
-    def __init__(self, data: Any, name: str = "data"):
+    def __init__(self, data: Any, name: str = "data", batch_fn: Callable[[Any], Any] | None = None):
         self.name = name
-        if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+        self.batch_fn = batch_fn
+        if batch_fn is not None and not callable(batch_fn):
+            raise TypeError(
+                f"batch_fn must be a callable batch -> (inputs, targets), got {type(batch_fn).__name__}"
+            )
+        if batch_fn is not None and isinstance(data, Mapping):
+            self._source: Iterable = [data]  # one dict batch
+        elif batch_fn is None and isinstance(data, Mapping):
+            raise TypeError(
+                f"{name} is a dict (one batch of named fields?); pass batch_fn=lambda b: "
+                f"(inputs, targets) to say which fields the model takes and which are the targets"
+            )
+        elif isinstance(data, (tuple, list)) and len(data) == 2 and all(
             isinstance(t, torch.Tensor) for t in data
         ):
             inputs, targets = data
@@ -58,7 +83,7 @@ class Batches:
                     f"{name}: inputs and targets must have the same first dimension, got "
                     f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
                 )
-            self._source: Iterable = [(inputs, targets)]
+            self._source = [(inputs, targets)]
         elif isinstance(data, (torch.Tensor, str, bytes, dict)) or not isinstance(
             data, collections.abc.Iterable
         ):
@@ -77,6 +102,19 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         count = 0
         for index, batch in enumerate(self._source):
+            if self.batch_fn is not None:
+                batch = self.batch_fn(batch)
+                if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                    raise TypeError(
+                        f"batch_fn must return an (inputs, targets) pair, got "
+                        f"{type(batch).__name__} for batch {index} of {self.name}"
+                    )
+            elif isinstance(batch, Mapping):
+                raise TypeError(
+                    f"{self.name}: batch {index} is a dict (keys {list(batch)[:8]}); pass "
+                    f"batch_fn=lambda b: (inputs, targets), e.g. lambda b: ({{k: v for k, v in "
+                    f"b.items() if k != 'labels'}}, b['labels'])"
+                )
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise TypeError(
                     f"{self.name}: batch {index} must be an (inputs, targets) pair, got "
@@ -98,8 +136,26 @@ class Batches:
         return len(self._source)  # type: ignore[arg-type]
 
 
-def as_batches(data: Any, name: str = "data") -> Batches:
-    """Wrap ``data`` as :class:`Batches` (idempotent)."""
-    if isinstance(data, Batches):
+def as_batches(data: Any, name: str = "data", batch_fn: Callable[[Any], Any] | None = None) -> Batches:
+    """Wrap ``data`` as :class:`Batches` (idempotent without ``batch_fn``; with one, the
+    :class:`Batches` given is mapped through it)."""
+    if isinstance(data, Batches) and batch_fn is None:
         return data
-    return Batches(data, name=name)
+    return Batches(data, name=name, batch_fn=batch_fn)
+
+
+def model_args(inputs: Any) -> tuple[tuple, dict]:
+    """The positional and keyword arguments of ``model(...)`` for batch ``inputs``: a tuple/list
+    is unpacked as positional arguments, a dict as keyword arguments, anything else is the one
+    argument."""
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """``model(inputs)``, ``model(*inputs)`` for a tuple/list, ``model(**inputs)`` for a dict."""
+    args, kwargs = model_args(inputs)
+    return model(*args, **kwargs)

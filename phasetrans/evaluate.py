@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._batches import as_batches, batch_size, move_batch
+from ._batches import as_batches, batch_size, call_model, move_batch
 from ._checks import (
     check_callable,
     check_model,
@@ -34,20 +34,24 @@ def _sum_over_ranks(a: float, b: float, device: torch.device) -> tuple[float, fl
     return float(summed[0]), float(summed[1])
 
 
-def evaluate_accuracy(model: nn.Module, data: Any) -> float:
+def evaluate_accuracy(model: nn.Module, data: Any, batch_fn: Callable | None = None) -> float:
     """Fraction of correct predictions over the dataset: ``argmax`` of the outputs over the last
     dim against integer targets (or against ``argmax`` of one-hot/probability targets of the
     outputs' shape); batches weighted by size. Eval mode, ``no_grad``; the model is unchanged.
-    Non-finite outputs raise ``FloatingPointError`` naming the batch."""
+    Non-finite outputs raise ``FloatingPointError`` naming the batch. ``batch_fn(batch) ->
+    (inputs, targets)`` for batches of another shape; tuple inputs are the model's positional
+    arguments, dict inputs its keyword arguments."""
     check_model(model)
-    batches = as_batches(data)
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+    batches = as_batches(data, batch_fn=batch_fn)
     device, dtype = model_device_dtype(model)
     correct = total = 0
     with preserve_model(model), torch.no_grad():
         model.eval()
         for index, (inputs, targets) in enumerate(batches):
             inputs, targets = move_batch(inputs, targets, device, dtype)
-            outputs = model(inputs)
+            outputs = call_model(model, inputs)
             if not isinstance(outputs, torch.Tensor):
                 raise TypeError(f"model outputs must be a tensor, got {type(outputs).__name__}")
             if outputs.is_floating_point() and not bool(torch.isfinite(outputs).all()):
@@ -71,13 +75,16 @@ def evaluate_accuracy(model: nn.Module, data: Any) -> float:
     return correct / total
 
 
-def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any) -> float:
+def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any,
+                  batch_fn: Callable | None = None) -> float:
     """Dataset-mean loss ``Σ_b |b|·loss_fn(model(x_b), y_b) / Σ_b |b|`` (``loss_fn`` returns the
     batch mean). Eval mode, ``no_grad``; the model is unchanged. A non-finite batch loss raises
-    ``FloatingPointError`` naming the batch."""
+    ``FloatingPointError`` naming the batch. ``batch_fn`` as in :func:`evaluate_accuracy`."""
     check_model(model)
     check_callable(loss_fn, "loss_fn")
-    batches = as_batches(data)
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+    batches = as_batches(data, batch_fn=batch_fn)
     device, dtype = model_device_dtype(model)
     total = 0.0
     count = 0
@@ -86,7 +93,8 @@ def evaluate_loss(model: nn.Module, loss_fn: Callable, data: Any) -> float:
         for index, (inputs, targets) in enumerate(batches):
             inputs, targets = move_batch(inputs, targets, device, dtype)
             n = batch_size(inputs)
-            loss = check_scalar_loss(loss_fn(model(inputs), targets), where=f"at batch {index}")
+            loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets),
+                                     where=f"at batch {index}")
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"evaluate_loss: non-finite loss {float(loss)} at batch {index} of data"

@@ -73,12 +73,14 @@ def _eps_from_operator(H: Any) -> tuple[float, float, int]:
 
 
 def estimate_eps(model: nn.Module, loss_fn: Any, data: Any, params: ParamSelection = None,
-                 batchnorm: BatchNormMode = "eval") -> float:
+                 batchnorm: BatchNormMode = "eval", batch_fn: Any = None) -> float:
     """The default loss tolerance ε: :func:`batch_loss_std` of the mini-batch training losses at
     the current weights, batches as given by ``data`` (forward passes only; data-parallel when
-    ``torch.distributed`` is initialised). The model is unchanged."""
+    ``torch.distributed`` is initialised); ``batch_fn(batch) -> (inputs, targets)`` for batches
+    of another shape. The model is unchanged."""
     with preserve_model(check_model(model)):
-        return _eps_from_operator(HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm))[0]
+        return _eps_from_operator(HessianOperator(model, loss_fn, data, params=params,
+                                                  batchnorm=batchnorm, batch_fn=batch_fn))[0]
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def predict_sparsity(
     reference_emulation: bool = False,
     spectrum_method: SpectrumMethod = "slq",
     zero_mass_rows: int = 100,
+    batch_fn: Any = None,
 ) -> Prediction:
     """Predict the critical sparsity of a trained ``model`` (Zhang et al., NeurIPS 2024).
 
@@ -256,7 +259,10 @@ def predict_sparsity(
     :func:`batch_loss_std`). ``zero_mass``: a number in [0, 1) or ``"estimate"``
     (:func:`estimate_zero_mass`, ``zero_mass_rows`` rows). ``trace_method``: ``"hutchinson"``,
     ``"hutch++"``, ``"xtrace"`` (``trace_matvecs`` products) for the reported trace bound, or
-    ``None`` (trace from the spectrum). The model comes back bit-for-bit unchanged.
+    ``None`` (trace from the spectrum). ``params``: names, ``nn.Parameter`` objects or modules
+    (:func:`~phasetrans.params.select_parameters`). ``batch_fn(batch) -> (inputs, targets)``:
+    for batches of another shape (e.g. dicts; ``inputs`` may be a tuple or dict of the model's
+    arguments). The model comes back bit-for-bit unchanged.
     """
     clock = Stopwatch()
     cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,
@@ -264,7 +270,8 @@ def predict_sparsity(
                            zero_mass_rows, reference_emulation)
     eps, eps_source, p0, trace_value, details = cfg.eps, "user", cfg.zero_mass, None, {}
     with preserve_model(model):
-        H = HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm)
+        H = HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm,
+                            batch_fn=batch_fn)
         weights = H.parameters_vector()
         if eps is None:
             with clock("eps"):

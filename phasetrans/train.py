@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._batches import Batches, as_batches, batch_size, move_batch
+from ._batches import Batches, as_batches, batch_size, call_model, move_batch
 from ._checks import (
     check_bool,
     check_callable,
@@ -126,11 +126,14 @@ class _Run:
 
 
 def _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, warmup_epochs,
-               schedule, step_size, gamma, seed, progress, params, eval_fn, checkpoint) -> _Run:
+               schedule, step_size, gamma, seed, progress, params, eval_fn, checkpoint,
+               batch_fn=None) -> _Run:
     """Every argument of :func:`train_l1` checked, in the order of its signature."""
     check_model(model)
     check_callable(loss_fn, "loss_fn")
-    batches = as_batches(data)
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+    batches = as_batches(data, batch_fn=batch_fn)
     l1 = check_float(l1, "l1", minimum=0.0)
     epochs = check_int(epochs, "epochs", minimum=1)
     lr = check_float(lr, "lr", minimum=0.0, strict_minimum=True)
@@ -267,7 +270,7 @@ def _train_epoch(model: nn.Module, loss_fn: Callable, run: _Run,
     for index, (inputs, targets) in enumerate(run.batches):
         inputs, targets = move_batch(inputs, targets, run.device, run.dtype)
         n = batch_size(inputs)
-        loss = check_scalar_loss(loss_fn(model(inputs), targets),
+        loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets),
                                  where=f"at epoch {epoch}, batch {index}")
         penalty = sum(p.abs().sum() for p in run.penalised) * run.l1
         total = loss + penalty
@@ -305,6 +308,7 @@ def train_l1(
     params: ParamSelection = None,
     eval_fn: Callable[[nn.Module], Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
+    batch_fn: Callable[[Any], Any] | None = None,
 ) -> TrainHistory:
     """Train ``model`` IN PLACE on ``L(w) + l1·Σ|w|`` (LOMP, Zhang et al. NeurIPS 2024).
 
@@ -324,9 +328,13 @@ def train_l1(
     an uninterrupted run ends. The file records the arguments and a hash of the initial weights;
     a file from a different call raises ``ValueError``. Loaded with ``weights_only=True``. With a
     checkpoint, ``eval_fn`` must return plain values (numbers, strings, tensors, containers).
+    ``params``: names, ``nn.Parameter`` objects or modules. ``batch_fn(batch) -> (inputs,
+    targets)`` for batches of another shape (tuple inputs: positional arguments, dict inputs:
+    keyword arguments of the model).
     """
     run = _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, warmup_epochs,
-                     schedule, step_size, gamma, seed, progress, params, eval_fn, checkpoint)
+                     schedule, step_size, gamma, seed, progress, params, eval_fn, checkpoint,
+                     batch_fn)
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.SGD(run.trainable, lr=run.schedule["lr"], momentum=run.momentum,
@@ -365,7 +373,7 @@ def _masked_step(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Opt
                  held: list[tuple[nn.Parameter, torch.Tensor]], inputs: Any, targets: Any,
                  where: str, lr: float) -> None:
     """One SGD step with the pruned entries' gradients zeroed and the weights re-zeroed after."""
-    loss = check_scalar_loss(loss_fn(model(inputs), targets), where=where)
+    loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets), where=where)
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(
             f"finetune_masked: non-finite loss {float(loss.detach())} {where}; the weights are "
@@ -391,15 +399,19 @@ def finetune_masked(
     lr: float = 1e-2,
     momentum: float = 0.9,
     seed: int = 0,
+    batch_fn: Callable[[Any], Any] | None = None,
 ) -> nn.Module:
     """Re-fit IN PLACE on the fixed support of ``masks``: ``steps`` SGD steps (cycling through
     ``data``) on ``L``, pruned weights held at zero (gradients masked, weights re-zeroed after
     each step). The theory's "prune, then re-fit on the kept support" (THEORY §4). Mode,
-    ``requires_grad`` and ``.grad`` come back as they were. Returns ``model``."""
+    ``requires_grad`` and ``.grad`` come back as they were. ``batch_fn`` as in
+    :func:`train_l1`. Returns ``model``."""
     check_model(model)
     checked = check_masks(model, masks)
     check_callable(loss_fn, "loss_fn")
-    batches = as_batches(data)
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+    batches = as_batches(data, batch_fn=batch_fn)
     steps = check_int(steps, "steps", minimum=0)
     lr = check_float(lr, "lr", minimum=0.0, strict_minimum=True)
     momentum = check_float(momentum, "momentum", minimum=0.0)

@@ -466,6 +466,30 @@ def test_bad_input(entry, fn, exc, pattern):
 BAD_INPUTS_EXTRA = [
     row("MagnitudeCurve", "weights=[] tensor", lambda: pt.MagnitudeCurve(torch.zeros(0)), ValueError, "weights"),
     row("MagnitudeCurve", "weights with inf", lambda: pt.MagnitudeCurve(torch.tensor([INF])), ValueError, "weights"),
+    # interop (issue 17): selections by Parameter/module, batch_fn, callables, torch prune
+    row("select_parameters", "a Parameter of another model", lambda: pt.select_parameters(mlp(), [mlp(1)[0].weight]), ValueError, r"params\[0\]"),
+    row("select_parameters", "a module of another model", lambda: pt.select_parameters(mlp(), [nn.Linear(2, 2)]), ValueError, r"params\[0\]"),
+    row("HessianOperator", "batch_fn=3", lambda: pt.HessianOperator(mlp(), LOSS, DATA, batch_fn=3), TypeError, "batch_fn"),
+    row("HessianOperator", "dict batches, no batch_fn", lambda: pt.HessianOperator(mlp(), LOSS, [{"x": X, "y": Y}]).to_dense(), TypeError, "batch_fn"),
+    row("HessianOperator", "batch_fn returns one tensor", lambda: pt.HessianOperator(mlp(), LOSS, DATA, batch_fn=lambda b: b[0]).to_dense(), TypeError, "batch_fn"),
+    row("evaluate_accuracy", "batch_fn=3", lambda: pt.evaluate_accuracy(mlp(), DATA, batch_fn=3), TypeError, "batch_fn"),
+    row("evaluate_accuracy", "one dict batch, no batch_fn", lambda: pt.evaluate_accuracy(mlp(), {"x": X, "y": Y}), TypeError, "batch_fn"),
+    row("evaluate_loss", "batch_fn=3", lambda: pt.evaluate_loss(mlp(), LOSS, DATA, batch_fn=3), TypeError, "batch_fn"),
+    row("estimate_eps", "batch_fn=3", lambda: pt.estimate_eps(mlp(), LOSS, DATA, batch_fn=3), TypeError, "batch_fn"),
+    row("predict_sparsity", "batch_fn=3", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, batch_fn=3), TypeError, "batch_fn"),
+    row("train_l1", "batch_fn=3", lambda: pt.train_l1(mlp(), LOSS, DATA, l1=0.0, epochs=1, lr=0.1, batch_fn=3), TypeError, "batch_fn"),
+    row("finetune_masked", "batch_fn=3", lambda: pt.finetune_masked(mlp(), masks(), LOSS, DATA, steps=1, batch_fn=3), TypeError, "batch_fn"),
+    row("find_loss_threshold", "batch_fn=3", lambda: pt.find_loss_threshold(mlp(), LOSS, DATA, 0.1, batch_fn=3), TypeError, "batch_fn"),
+    row("validate", "batch_fn=3", lambda: pt.validate(mlp(), LOSS, DATA, DATA, batch_fn=3), TypeError, "batch_fn"),
+    row("validate", "batch_fn in predict_kwargs", lambda: pt.validate(mlp(), LOSS, DATA, DATA, predict_kwargs={"batch_fn": None}), TypeError, "batch_fn"),
+    row("slq", "a callable without dim", lambda: pt.slq(lambda v: v, num_steps=3), TypeError, "dim"),
+    row("FunctionOperator", "matvec=3", lambda: pt.FunctionOperator(3, 4), TypeError, "matvec"),
+    row("FunctionOperator", "dim=0", lambda: pt.FunctionOperator(lambda v: v, 0), ValueError, "dim"),
+    row("FunctionOperator", "dtype=int64", lambda: pt.FunctionOperator(lambda v: v, 4, dtype=torch.int64), TypeError, "dtype"),
+    row("FunctionOperator", "device='moon'", lambda: pt.FunctionOperator(lambda v: v, 4, device="moon"), TypeError, "device"),
+    row("FunctionOperator", "batched='yes'", lambda: pt.FunctionOperator(lambda v: v, 4, batched="yes"), TypeError, "batched"),
+    row("FunctionOperator", "matvec returns the wrong size", lambda: pt.FunctionOperator(lambda v: v[:-1], 4) @ torch.ones(4, dtype=torch.float64), ValueError, "matvec"),
+    row("from_torch_prune", "model=3", lambda: pt.from_torch_prune(3), TypeError, "model"),
 ]
 
 

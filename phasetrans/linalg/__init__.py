@@ -14,13 +14,20 @@ from .density import Estimate, SpectralDensity
 from .eigs import Eigen, top_eigenvalues
 from .hessian import HessianOperator
 from .lanczos import Lanczos
-from .operator import DenseOperator, Operator, ScipyOperator, all_finite, as_operator
+from .operator import (
+    DenseOperator,
+    FunctionOperator,
+    Operator,
+    ScipyOperator,
+    all_finite,
+    as_operator,
+)
 from .probes import rademacher
 from .slq import slq
 from .trace import hutchinson, hutchpp, trace, xtrace
 
 __all__ = [
-    "Operator", "DenseOperator", "ScipyOperator", "HessianOperator", "as_operator", "all_finite",
+    "Operator", "DenseOperator", "ScipyOperator", "FunctionOperator", "HessianOperator", "as_operator", "all_finite",
     "Estimate", "SpectralDensity", "Eigen", "slq", "trace", "hutchinson", "hutchpp", "xtrace",
     "top_eigenvalues", "Lanczos", "rademacher",
 ]

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .._batches import batch_size, move_batch
+from .._batches import batch_size, model_args, move_batch
 from .._checks import check_scalar_loss
+from ..params import keep_torch_prune_attributes, torch_pruned_masks
 
 __all__ = [
-    "BatchNormMode", "BATCHNORM_TYPES", "batchnorm_modes", "fixed_state", "batch_loss",
+    "BatchNormMode", "BATCHNORM_TYPES", "batchnorm_modes", "math_attention", "pass_modes", "fixed_state", "batch_loss",
     "check_batch_loss", "sized_batches", "reduce_sum", "gather_batches",
 ]
 
@@ -46,12 +47,44 @@ def batchnorm_modes(model: nn.Module, batchnorm: BatchNormMode) -> Iterator[None
             m.training = mode
 
 
+@contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """``F.scaled_dot_product_attention`` (inside ``nn.MultiheadAttention`` and the Transformer
+    layers) on its math kernel: the fused CPU/GPU kernels have no forward-mode AD and no double
+    backward, the math kernel (the same attention, composite ops) has both, so Hessian products
+    through attention are exact."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch without the API
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+@contextlib.contextmanager
+def pass_modes(model: nn.Module, batchnorm: BatchNormMode) -> Iterator[None]:
+    """Everything a pass over the data sets and puts back: :func:`batchnorm_modes`,
+    :func:`math_attention`, and the effective tensors that ``torch.nn.utils.prune``'s hooks
+    store on their modules in each forward (a functional forward would leave traced tensors
+    there)."""
+    with keep_torch_prune_attributes(model), batchnorm_modes(model, batchnorm), math_attention():
+        yield
+
+
 def fixed_state(model: nn.Module, param_names: list[str], batchnorm: BatchNormMode) -> dict[str, torch.Tensor]:
     """The parameters not in ``param_names`` and the buffers, detached (buffers copied with
-    ``batchnorm="train"``, so that nothing done in a forward pass can touch the user's buffers)."""
+    ``batchnorm="train"``, so that nothing done in a forward pass can touch the user's buffers).
+
+    A selected ``<name>_orig`` of ``torch.nn.utils.prune`` is passed its effective value
+    (:func:`~phasetrans.params.effective_values`) and its ``<name>_mask`` is replaced by ones,
+    so that the products are those of the effective weight, as for a plain layer."""
     state = {n: p.detach() for n, p in model.named_parameters() if n not in param_names}
     for n, b in model.named_buffers():
         state[n] = b.detach().clone() if batchnorm == "train" else b.detach()
+    for n, mask in torch_pruned_masks(model).items():
+        if n in param_names:
+            state[n[: -len("_orig")] + "_mask"] = torch.ones_like(mask)
     return state
 
 
@@ -67,8 +100,8 @@ def batch_loss(
     and the others from ``fixed`` (``torch.func.functional_call``: the model is not modified)."""
     state = dict(fixed)
     state.update(params)
-    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    outputs = functional_call(model, state, args)
+    args, kwargs = model_args(inputs)
+    outputs = functional_call(model, state, args, kwargs)
     return loss_fn(outputs, targets)
 
 

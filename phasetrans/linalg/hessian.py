@@ -21,14 +21,14 @@ from torch.func import grad_and_value, jvp, vmap
 
 from .._batches import as_batches
 from .._checks import check_callable, check_choice, check_int, check_model, model_device_dtype
-from ..params import select_parameters
+from ..params import effective_values, select_parameters
 from ._empirical_risk import (
     BatchNormMode,
     batch_loss,
-    batchnorm_modes,
     check_batch_loss,
     fixed_state,
     gather_batches,
+    pass_modes,
     reduce_sum,
     sized_batches,
 )
@@ -54,9 +54,11 @@ class HessianOperator(Operator):
     loss_fn : callable
         ``loss_fn(outputs, targets)`` returning the batch *mean* loss.
     data : DataLoader, iterable of ``(inputs, targets)``, or one ``(inputs, targets)`` tuple
-    params : None | "all" | list of str
-        ``None``: prunable weights (``nn.Linear``/``nn.Conv*`` weights); ``"all"``: every
-        floating parameter; or a list of parameter names.
+    params : None | "all" | list of names, Parameters or modules
+        ``None``: prunable weights (:func:`~phasetrans.params.prunable_parameters`); ``"all"``:
+        every floating parameter; or a list of parameter names, ``nn.Parameter`` objects or
+        submodules (:func:`~phasetrans.params.select_parameters`). A weight pruned with
+        ``torch.nn.utils.prune`` is taken as its effective weight ``weight_orig * weight_mask``.
     batchnorm : "eval" | "train"
         ``"eval"`` (default) evaluates the whole model in eval mode (running statistics for
         BatchNorm, no dropout), which makes ``H`` a fixed matrix. ``"train"`` uses batch
@@ -87,6 +89,13 @@ class HessianOperator(Operator):
         rebuilds them; after changing the *data*, call :meth:`clear_cache`. Kept graphs fix the
         batches of the first pass: a shuffling DataLoader gives the same ``H`` (same samples), and
         random augmentation is frozen at its first draw (a fixed matrix, as Lanczos needs).
+    batch_fn : callable, optional
+        ``batch_fn(batch) -> (inputs, targets)`` for batches of another shape (e.g. the dicts of
+        HuggingFace-style loaders); ``inputs`` may be a tensor, a tuple (positional arguments of
+        the model) or a dict (keyword arguments).
+
+    Attention (``F.scaled_dot_product_attention``) runs on its math kernel during the passes:
+    the fused kernels have no double backward.
 
     Examples
     --------
@@ -105,11 +114,14 @@ class HessianOperator(Operator):
         distributed: bool | None = None,
         chunk_size: int | None = None,
         cache_bytes: int | None = None,
+        batch_fn: Callable[[Any], Any] | None = None,
     ):
         self.model = check_model(model)
         check_callable(loss_fn, "loss_fn")
         self.loss_fn = loss_fn
-        self.data = as_batches(data)
+        if batch_fn is not None:
+            check_callable(batch_fn, "batch_fn")
+        self.data = as_batches(data, batch_fn=batch_fn)
         self.batchnorm = check_choice(batchnorm, "batchnorm", ("eval", "train"))
         self.method = _resolve_method(method, batchnorm)
         if chunk_size is not None:
@@ -147,8 +159,8 @@ class HessianOperator(Operator):
     # -- helpers ---------------------------------------------------------------------------
     def parameters_vector(self) -> torch.Tensor:
         """The selected parameters, flattened and concatenated (a detached copy)."""
-        named = dict(self.model.named_parameters())
-        return torch.cat([named[n].detach().reshape(-1) for n in self.param_names]).clone()
+        values = effective_values(self.model, self.param_names)
+        return torch.cat([values[n].reshape(-1) for n in self.param_names]).clone()
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat vector of length ``dim`` into ``{name: tensor}`` with parameter shapes."""
@@ -159,7 +171,7 @@ class HessianOperator(Operator):
         return fixed_state(self.model, self.param_names, self.batchnorm)
 
     def _modes(self):
-        return batchnorm_modes(self.model, self.batchnorm)
+        return pass_modes(self.model, self.batchnorm)
 
     def _loss(self, params: dict[str, torch.Tensor], fixed: dict, inputs: Any, targets: Any):
         return batch_loss(self.model, self.loss_fn, params, fixed, inputs, targets)
@@ -246,8 +258,8 @@ class HessianOperator(Operator):
                 count += size
             return count
         cache = GraphCache(key, budget, self.model) if budget > 0 else None
-        named = dict(self.model.named_parameters())
-        leaves = [named[n].detach() for n in self.param_names]
+        values = effective_values(self.model, self.param_names)
+        leaves = [values[n] for n in self.param_names]
         for index, size, (inputs, targets) in self._batches():
             ws, gs = self._batch_graph(leaves, fixed, inputs, targets, index, cache)
             keep = cache is not None and cache.add(index, size, ws, gs)
@@ -336,8 +348,7 @@ class HessianOperator(Operator):
         """Per-batch (mean) losses and batch sizes at the current weights, by forward passes
         only (when distributed: every rank's batches, in rank order, on every rank). The default
         loss tolerance ε is their standard deviation (:func:`phasetrans.estimate_eps`)."""
-        named = dict(self.model.named_parameters())
-        params = {n: named[n].detach() for n in self.param_names}
+        params = effective_values(self.model, self.param_names)
         fixed = self._fixed_state()
         losses, sizes = [], []
         with self._modes(), torch.no_grad():

@@ -3,13 +3,20 @@
 An operator has ``.dim``, ``.dtype``, ``.device`` and supports ``H @ v`` for ``v`` of shape
 ``(dim,)`` or ``(dim, K)`` (K columns served by one pass over the data), like curvlinops'
 operators and SciPy's ``LinearOperator``. The spectral estimators (:mod:`phasetrans.linalg`)
-accept any such operator, a dense symmetric tensor/array, or a ``scipy.sparse.linalg.LinearOperator``
-(:func:`as_operator`). The dataset-level Hessian is :class:`phasetrans.linalg.hessian.HessianOperator`.
+accept any such operator, a dense symmetric tensor/array, a ``scipy.sparse.linalg.LinearOperator``
+or a ``v -> H v`` function with a ``dim`` (:func:`as_operator`, :class:`FunctionOperator`). The
+dataset-level Hessian is :class:`phasetrans.linalg.hessian.HessianOperator`.
+
+The other way round, every operator follows SciPy's protocol: ``matvec``/``matmat`` (and the
+``r`` versions, the operator being symmetric) take and return NumPy arrays when given them, and
+``scipy.sparse.linalg.aslinearoperator(H)`` gives a SciPy operator for ``eigsh``, ``cg``, ...
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +24,10 @@ import torch
 
 from .._checks import check_int
 
-__all__ = ["Operator", "DenseOperator", "ScipyOperator", "as_operator", "all_finite", "apply", "guard"]
+__all__ = [
+    "Operator", "DenseOperator", "ScipyOperator", "FunctionOperator", "as_operator", "all_finite",
+    "apply", "guard",
+]
 
 _F64 = torch.float64
 
@@ -37,8 +47,24 @@ class Operator:
     """
 
     dim: int
-    dtype: torch.dtype
     device: torch.device
+    _dtype: torch.dtype
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The products' torch dtype. To SciPy's ``aslinearoperator`` (which passes ``.dtype`` to
+        ``np.dtype``) it answers the matching NumPy dtype, so that ``aslinearoperator(H)``
+        works; everyone else gets the torch dtype."""
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "aslinearoperator" and str(
+            caller.f_globals.get("__name__", "")
+        ).startswith("scipy."):
+            return numpy_dtype(self._dtype)
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: torch.dtype) -> None:
+        self._dtype = value
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -75,9 +101,24 @@ class Operator:
         out = out.to(device=out_device, dtype=out_dtype)
         return out.reshape(v.shape)
 
-    def matvec(self, v: Any) -> torch.Tensor:
-        """Same as ``self @ v``."""
+    def matvec(self, v: Any) -> Any:
+        """``self @ v``; a NumPy ``v`` gives a NumPy array of its dtype (SciPy's convention)."""
+        if isinstance(v, np.ndarray):
+            out = self @ torch.from_numpy(np.array(v, dtype=v.dtype, copy=True))
+            return out.detach().cpu().numpy()
         return self @ v
+
+    def matmat(self, V: Any) -> Any:
+        """``self @ V`` for ``V`` of shape ``(dim, K)``, like :meth:`matvec`."""
+        return self.matvec(V)
+
+    def rmatvec(self, v: Any) -> Any:
+        """``selfᵀ v`` = ``self @ v`` (symmetric), like :meth:`matvec`."""
+        return self.matvec(v)
+
+    def rmatmat(self, V: Any) -> Any:
+        """``selfᵀ V`` = ``self @ V`` (symmetric), like :meth:`matvec`."""
+        return self.matvec(V)
 
     def to_dense(self, max_dim: int = 20_000, chunk: int = 64) -> torch.Tensor:
         """The matrix, ``dim × dim``, by products with identity columns (``chunk`` at a time)."""
@@ -123,23 +164,86 @@ class DenseOperator(Operator):
 
 
 class ScipyOperator(Operator):
-    """A square ``scipy.sparse.linalg.LinearOperator`` as an :class:`Operator` (float64, CPU)."""
+    """A square, real ``scipy.sparse.linalg.LinearOperator`` as an :class:`Operator` (float64,
+    CPU); symmetric by assumption (not checked: that would cost products)."""
 
-    def __init__(self, op: Any):
-        if op.shape[0] != op.shape[1]:
-            raise ValueError(f"H must be square, got shape {op.shape}")
+    def __init__(self, op: Any, name: str = "H"):
+        if len(op.shape) != 2 or op.shape[0] != op.shape[1] or op.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty square operator, got shape {op.shape}")
+        if op.dtype is not None and np.dtype(op.dtype).kind not in "fiub":
+            raise TypeError(f"{name} must be a real operator, got dtype {op.dtype}")
         self.op = op
+        self.name = name
         self.dim = int(op.shape[0])
         self.dtype = torch.float64
         self.device = torch.device("cpu")
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        out = self.op.matmat(V.cpu().numpy())
-        return torch.as_tensor(np.asarray(out), dtype=torch.float64)
+        out = np.asarray(self.op.matmat(V.cpu().numpy()))
+        if out.shape != tuple(V.shape) or np.iscomplexobj(out):
+            raise ValueError(
+                f"{self.name}.matmat returned {'complex ' if np.iscomplexobj(out) else ''}shape "
+                f"{out.shape}, expected real {tuple(V.shape)}"
+            )
+        return torch.as_tensor(out, dtype=torch.float64)
+
+
+class FunctionOperator(Operator):
+    """A ``v -> H v`` function as an :class:`Operator` of dimension ``dim``.
+
+    ``matvec(v)`` receives a ``(dim,)`` tensor of ``dtype`` on ``device`` and returns ``H v``
+    (a tensor or array of ``dim`` entries); with ``batched=True`` it receives a ``(dim, K)``
+    block and returns ``H V`` of the same shape (one call per block of columns), else the columns
+    go one at a time. ``H`` must be symmetric (not checked: that would cost products).
+    """
+
+    def __init__(self, matvec: Callable[[torch.Tensor], Any], dim: int,
+                 dtype: torch.dtype = torch.float64, device: Any = "cpu", batched: bool = False):
+        if not callable(matvec):
+            raise TypeError(f"matvec must be a callable v -> H v, got {type(matvec).__name__}")
+        self.fn = matvec
+        self.dim = check_int(dim, "dim", minimum=1)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        self.dtype = dtype
+        try:
+            self.device = torch.device(device)
+        except (TypeError, RuntimeError) as exc:
+            raise TypeError(f"device must be a torch.device or a device string, got {device!r}") from exc
+        if not isinstance(batched, bool):
+            raise TypeError(f"batched must be a bool, got {type(batched).__name__}")
+        self.batched = batched
+
+    def _call(self, v: torch.Tensor) -> torch.Tensor:
+        out = self.fn(v)
+        if isinstance(out, np.ndarray):
+            out = torch.from_numpy(out)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"matvec must return a tensor or an array, got {type(out).__name__}")
+        if out.numel() != v.numel():
+            raise ValueError(
+                f"matvec returned {tuple(out.shape)} for an input of shape {tuple(v.shape)}"
+            )
+        return out.reshape(v.shape).to(device=self.device, dtype=self.dtype)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        if self.batched:
+            return self._call(V)
+        return torch.stack([self._call(V[:, k].contiguous()) for k in range(V.shape[1])], dim=1)
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The NumPy dtype of a torch floating dtype (``bfloat16``, which NumPy lacks: ``float32``)."""
+    if dtype == torch.bfloat16:
+        return np.dtype(np.float32)
+    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 def as_operator(H: Any, name: str = "H") -> Operator:
-    """An :class:`Operator` from an operator, a dense tensor/array, or a SciPy LinearOperator."""
+    """An :class:`Operator` from an operator, a dense tensor/array, a SciPy ``LinearOperator``
+    (:class:`ScipyOperator`), or a ``v -> H v`` callable that has an integer ``dim`` attribute
+    (:class:`FunctionOperator` with its ``dtype``/``device`` attributes when they are torch's;
+    wrap a plain function as ``FunctionOperator(fn, dim)``)."""
     if isinstance(H, Operator):
         return H
     if isinstance(H, (torch.Tensor, np.ndarray)):
@@ -149,10 +253,25 @@ def as_operator(H: Any, name: str = "H") -> Operator:
     except ImportError:  # pragma: no cover
         LinearOperator = ()  # type: ignore[assignment]
     if isinstance(H, LinearOperator):
-        return ScipyOperator(H)
+        return ScipyOperator(H, name=name)
+    if callable(H):
+        dim = getattr(H, "dim", None)
+        if dim is None or callable(dim):
+            raise TypeError(
+                f"{name} is a callable without an integer dim attribute: wrap a v -> H v function "
+                f"as phasetrans.FunctionOperator(fn, dim) (or set fn.dim)"
+            )
+        dtype = getattr(H, "dtype", torch.float64)
+        device = getattr(H, "device", "cpu")
+        return FunctionOperator(
+            H, check_int(dim, f"{name}.dim", minimum=1),
+            dtype=dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float64,
+            device=device if isinstance(device, (str, torch.device)) else "cpu",
+        )
     raise TypeError(
-        f"{name} must be a phasetrans operator (e.g. HessianOperator), a square tensor/array, or "
-        f"a scipy.sparse.linalg.LinearOperator, got {type(H).__name__}"
+        f"{name} must be a phasetrans operator (e.g. HessianOperator), a square tensor/array, a "
+        f"scipy.sparse.linalg.LinearOperator or a v -> H v callable with a dim "
+        f"(phasetrans.FunctionOperator(fn, dim)), got {type(H).__name__}"
     )
 
 

@@ -30,7 +30,16 @@ import torch
 from torch import nn
 
 from .._checks import check_fraction, check_model, preserve_model
-from ..params import ParamSelection, check_masks, pruned_count, select_parameters
+from ..params import (
+    ParamSelection,
+    check_masks,
+    effective_values,
+    keep_torch_prune_attributes,
+    pruned_count,
+    select_parameters,
+    torch_prune_hooks,
+    torch_pruned_masks,
+)
 from .criteria import Criterion, CriterionLike, resolve_criterion
 
 __all__ = [
@@ -40,6 +49,7 @@ __all__ = [
     "pruned",
     "apply_masks",
     "to_torch_prune",
+    "from_torch_prune",
     "mask_sparsity",
     "check_masks",
 ]
@@ -50,9 +60,13 @@ _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _selected(model: nn.Module, params: ParamSelection) -> list[tuple[str, torch.Tensor]]:
-    """The selected parameters in model order (``named_parameters`` order)."""
+    """The selected parameters' values in model order (``named_parameters`` order): the
+    parameters themselves, or the effective weight ``weight_orig * weight_mask`` of a layer pruned
+    with ``torch.nn.utils.prune`` (its pruned entries are zeros, so they are pruned first)."""
     names = set(select_parameters(model, params))
-    return [(n, p) for n, p in model.named_parameters() if n in names]
+    ordered = [n for n, _ in model.named_parameters() if n in names]
+    values = effective_values(model, ordered)
+    return [(n, values[n]) for n in ordered]
 
 
 def _common_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
@@ -277,7 +291,7 @@ def pruned(
     sparsity = check_fraction(sparsity, "sparsity")
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")
     crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
-    with preserve_model(model):
+    with preserve_model(model), keep_torch_prune_attributes(model):
         if crit is None:
             with torch.no_grad():
                 masks = _magnitude_masks(_selected(model, params), sparsity, min_per_layer)
@@ -290,7 +304,9 @@ def pruned(
 def to_torch_prune(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """Export masks to ``torch.nn.utils.prune``'s form, in place: each masked weight ``W`` of a
     module becomes ``weight_orig`` + buffer ``weight_mask`` (via ``prune.custom_from_mask``), for
-    users of that API (``prune.remove`` makes it permanent). Returns ``model``."""
+    users of that API (``prune.remove`` makes it permanent). A mask for a ``weight_orig`` already
+    pruned there is combined with its ``weight_mask`` (entries kept by both stay). Returns
+    ``model``. :func:`from_torch_prune` reads the masks back."""
     from torch.nn.utils import prune
 
     check_model(model)
@@ -298,8 +314,20 @@ def to_torch_prune(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Mo
     for name, (p, mask) in checked.items():
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name) if module_name else model
+        if attr.endswith("_orig") and attr[: -len("_orig")] in torch_prune_hooks(module):
+            attr = attr[: -len("_orig")]
         prune.custom_from_mask(module, attr, mask.to(p.device))
     return model
+
+
+def from_torch_prune(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The masks of a model pruned with ``torch.nn.utils.prune``: ``{"<module>.weight_orig":
+    BoolTensor}`` (``True`` = kept, a copy of ``weight_mask``), keyed by the names of the
+    Parameters that the model has now, so that they fit :func:`apply_masks`,
+    :func:`~phasetrans.train.finetune_masked` and :func:`to_torch_prune`. Empty when nothing
+    is pruned that way."""
+    check_model(model)
+    return {n: m.detach().to(torch.bool).clone() for n, m in torch_pruned_masks(model).items()}
 
 
 def mask_sparsity(masks: Mapping[str, torch.Tensor]) -> float:

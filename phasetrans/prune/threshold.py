@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from .._batches import as_batches
 from .._bisect import last_true
 from .._checks import (
     check_bool,
@@ -211,16 +212,21 @@ def find_loss_threshold(
     eps: float,
     resolution: float = 1e-3,
     refit: Refit = None,
+    batch_fn: Callable | None = None,
     **kwargs: Any,
 ) -> Threshold:
     """Largest ``s`` with ``L(w^(s)) <= L(w*) + eps`` (THEORY §4 loss criterion), ``L`` the
     dataset-mean loss of ``loss_fn`` on ``data`` (:func:`~phasetrans.evaluate.evaluate_loss`).
     Runs :func:`find_threshold` on the metric ``−L`` with tolerance ``eps``; ``.points`` and
-    ``.baseline`` hold ``−L``. Other keyword arguments go to :func:`find_threshold`; a
+    ``.baseline`` hold ``−L``. ``batch_fn(batch) -> (inputs, targets)`` for batches of another
+    shape (also used by an int ``refit``). Other keyword arguments go to :func:`find_threshold`; a
     ``criterion`` there is prepared on this ``loss_fn`` and ``data``."""
     check_model(model)
     eps = check_float(eps, "eps", minimum=0.0)
     check_callable(loss_fn, "loss_fn")
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+        data = as_batches(data, "data", batch_fn)
     if "tolerance" in kwargs or "baseline" in kwargs:
         raise TypeError("find_loss_threshold sets tolerance (eps) and baseline (L(w*)) itself")
     if kwargs.get("criterion", "magnitude") != "magnitude" or kwargs.get("criterion_options"):

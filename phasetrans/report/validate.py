@@ -129,16 +129,19 @@ OUT_FILES = ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png",
 def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes, seed,
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
              strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion="magnitude",
-             criterion_options=None) -> _Run:
+             criterion_options=None, batch_fn=None) -> _Run:
     """Every argument of :func:`validate` checked (in signature order), before any work."""
     from ..predict import predict_sparsity
     from ..train import train_l1
 
     check_model(model)
     check_callable(loss_fn, "loss_fn")
-    train_batches = as_batches(train_data, "train_data")
-    test_batches = as_batches(test_data, "test_data")
-    hessian_batches = train_batches if hessian_data is None else as_batches(hessian_data, "hessian_data")
+    if batch_fn is not None:  # every stage then reads (inputs, targets) batches
+        check_callable(batch_fn, "batch_fn")
+    train_batches = as_batches(train_data, "train_data", batch_fn)
+    test_batches = as_batches(test_data, "test_data", batch_fn)
+    hessian_batches = (train_batches if hessian_data is None
+                       else as_batches(hessian_data, "hessian_data", batch_fn))
     if l1 is not None:
         l1 = check_float(l1, "l1", minimum=0.0)
         epochs = check_int(epochs, "epochs", minimum=1)
@@ -167,9 +170,11 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
     # the trace from the spectrum itself (the Jensen bound then provably holds); a separate
     # Hutch++ estimate would cost as many Hessian products as the spectrum
     predict_kwargs.setdefault("trace_method", None)
-    for key in ("eps", "num_steps", "num_probes", "seed"):
+    for key in ("eps", "num_steps", "num_probes", "seed", "batch_fn"):
         if key in predict_kwargs:
             raise TypeError(f"predict_kwargs must not contain {key!r}: pass {key}= to validate")
+    if "batch_fn" in train_kwargs:
+        raise TypeError("train_kwargs must not contain 'batch_fn': pass batch_fn= to validate")
     if l1 is not None:
         train_kwargs.setdefault("progress", progress)
     criterion, criterion_options = _check_criterion(criterion, criterion_options)
@@ -369,6 +374,7 @@ def validate(
     predict_kwargs: dict | None = None,
     criterion: Any = "magnitude",
     criterion_options: dict | None = None,
+    batch_fn: Callable | None = None,
 ) -> Report:
     """Train (optionally), predict, prune, compare: the whole check on one model.
 
@@ -419,16 +425,20 @@ def validate(
         ``loss_fn`` (options: the named builder's keyword arguments). The prediction is always
         the magnitude one: the limit the criterion is measured against.
 
+    batch_fn
+        ``batch_fn(batch) -> (inputs, targets)`` for batches of another shape (e.g. dicts),
+        applied to ``train_data``, ``test_data`` and ``hessian_data``.
+
     Returns a :class:`Report` (``timings``: seconds per stage, and ``total``).
 
-    (Over 80 lines only for its signature and the documentation of its 26 parameters: the body
+    (Over 80 lines only for its signature and the documentation of its 27 parameters: the body
     is the list of stages above, one line each.)
     """
     clock = Stopwatch()
     run = _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes,
                    seed, out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points,
                    resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion,
-                   criterion_options)
+                   criterion_options, batch_fn)
     with preserve_model(model) if not run.inplace else contextlib.nullcontext():
         work, history = model, None
         if run.l1 is not None:

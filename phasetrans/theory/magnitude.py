@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .._checks import preserve_model
-from ..params import ParamSelection, pruned_count, select_parameters
+from ..params import ParamSelection, effective_values, pruned_count, select_parameters
 
 __all__ = ["MagnitudeCurve", "magnitude_curve", "weights_tensor"]
 
@@ -26,8 +26,8 @@ def weights_tensor(weights: Any, params: ParamSelection = None) -> torch.Tensor:
     """Flat detached view (tensor/array) or copy (model: the concatenation) of the weights."""
     if isinstance(weights, nn.Module):
         names = select_parameters(weights, params)
-        named = dict(weights.named_parameters())
-        tensors = [named[n].detach().reshape(-1) for n in names]
+        values = effective_values(weights, names)  # torch.nn.utils.prune: weight_orig * mask
+        tensors = [values[n].reshape(-1) for n in names]
         device = tensors[0].device
         dtype = tensors[0].dtype
         for t in tensors[1:]:
