@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,6 @@ from torch import nn
 
 from ._batches import Batches, as_batches, batch_size, move_batch
 from ._checks import (
-    check_bool,
     check_callable,
     check_choice,
     check_float,
@@ -35,6 +35,7 @@ from ._checks import (
     snapshot_grads_and_modes,
 )
 from ._io import atomic_torch_save, check_path, load_checkpoint
+from ._progress import resolve_progress
 from .distributed import is_main_process
 from .params import ParamSelection, check_masks, select_parameters
 
@@ -143,7 +144,7 @@ def _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, war
     seed = check_seed(seed)
     if eval_fn is not None:
         check_callable(eval_fn, "eval_fn")
-    check_bool(progress, "progress")
+    progress = resolve_progress(progress)
     path = None if checkpoint is None else check_path(checkpoint, "checkpoint")
     names = set(select_parameters(model, params))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -301,7 +302,7 @@ def train_l1(
     step_size: int = 30,
     gamma: float = 0.1,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     params: ParamSelection = None,
     eval_fn: Callable[[nn.Module], Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -324,6 +325,8 @@ def train_l1(
     an uninterrupted run ends. The file records the arguments and a hash of the initial weights;
     a file from a different call raises ``ValueError``. Loaded with ``weights_only=True``. With a
     checkpoint, ``eval_fn`` must return plain values (numbers, strings, tensors, containers).
+    ``progress``: a bar of the epochs on standard error (``None``, the default: only when standard
+    error is a terminal; :mod:`phasetrans._progress`).
     """
     run = _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, warmup_epochs,
                      schedule, step_size, gamma, seed, progress, params, eval_fn, checkpoint)
@@ -339,7 +342,7 @@ def train_l1(
         with torch.random.fork_rng(devices=_rng_devices(run.device)):
             _seed_rng(run.seed, resume, run.device)
             bar = tqdm(range(start, run.schedule["epochs"]), desc="train_l1",
-                       disable=not run.progress, leave=False)
+                       disable=not run.progress, leave=False, file=sys.stderr)
             for epoch in bar:
                 epoch_lr = lr_at_epoch(epoch, **run.schedule)
                 loss, penalty = _train_epoch(model, loss_fn, run, optimizer, epoch, epoch_lr)

@@ -17,8 +17,9 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_callable, check_fraction, check_model, preserve_model
+from .._checks import check_callable, check_fraction, check_model, preserve_model
 from .._io import check_path, fsync_dir
+from .._progress import progress_bar, resolve_progress
 from ..distributed import run_on_main_process
 from ..params import ParamSelection
 from .refit import Refit, pruned_metric, resolve_refit
@@ -143,7 +144,7 @@ def sweep(
     refit_loss_fn: Callable | None = None,
     refit_data: Any = None,
     refit_lr: float = 1e-2,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> list[tuple[float, float]]:
     """``[(s, evaluate(w^(s))) for s in sparsities]``: a whole pruning curve.
 
@@ -153,7 +154,8 @@ def sweep(
     resumes: values already in the file are not recomputed. A header that does not match the call
     raises ``ValueError``, and so does a corrupt record; a torn last line (a write cut short by a
     crash) is dropped and recomputed. ``refit`` as in
-    :func:`~phasetrans.prune.threshold.find_threshold`. The model is unchanged.
+    :func:`~phasetrans.prune.threshold.find_threshold`. The model is unchanged. ``progress``: a
+    bar of the sparsities on standard error (``None``: only when standard error is a terminal).
     """
     check_model(model)
     check_callable(evaluate, "evaluate")
@@ -161,8 +163,7 @@ def sweep(
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")
     refit_fn = resolve_refit(refit, refit_loss_fn, refit_data, refit_lr)
     header = _header(grid, min_per_layer, params, refit, refit_lr, metadata)
-    check_bool(progress, "progress")
-    from tqdm.auto import tqdm
+    show = resolve_progress(progress)
 
     done: dict[int, float] = {}
     f = None
@@ -171,12 +172,16 @@ def sweep(
         done, f = _open_log(path, header)
     try:
         with preserve_model(model):
-            for i in tqdm(range(len(grid)), desc="sweep", disable=not progress, leave=False):
-                if i in done:
-                    continue
-                done[i] = pruned_metric(model, evaluate, grid[i], refit_fn, min_per_layer, params)
-                if f is not None:
-                    _append(f, {"index": i, "sparsity": grid[i], "metric": done[i]})
+            with progress_bar(show, len(grid), "sweep", "point") as bar:
+                bar.update(len(done))
+                for i in range(len(grid)):
+                    if i in done:
+                        continue
+                    done[i] = pruned_metric(model, evaluate, grid[i], refit_fn, min_per_layer,
+                                            params)
+                    if f is not None:
+                        _append(f, {"index": i, "sparsity": grid[i], "metric": done[i]})
+                    bar.update(1)
     finally:
         if f is not None:
             f.close()

@@ -31,6 +31,7 @@ from .._checks import (
     check_model,
     preserve_model,
 )
+from .._progress import progress_bar, resolve_progress
 from ..evaluate import evaluate_loss
 from ..params import ParamSelection
 from .refit import Refit, RefitFn, as_metric, pruned_metric, refit_steps, resolve_refit
@@ -141,6 +142,7 @@ def find_threshold(
     refit_loss_fn: Callable | None = None,
     refit_data: Any = None,
     refit_lr: float = 1e-2,
+    progress: bool | None = None,
 ) -> Threshold:
     """Largest sparsity at which one-shot global magnitude pruning still holds.
 
@@ -154,7 +156,8 @@ def find_threshold(
     held (e.g. :func:`~phasetrans.prune.refit.refit_steps`); or an int number of SGD steps
     (:func:`~phasetrans.train.finetune_masked`, needs ``refit_loss_fn`` and ``refit_data``, step
     size ``refit_lr``). The model is restored after every evaluation and comes back bit-for-bit.
-    Zhang et al., NeurIPS 2024 (THEORY §4).
+    Zhang et al., NeurIPS 2024 (THEORY §4). ``progress``: a bar of the evaluations (at most
+    ``max_evaluations``) on standard error (``None``: only when standard error is a terminal).
     """
     check_model(model)
     check_callable(evaluate, "evaluate")
@@ -169,8 +172,10 @@ def find_threshold(
     max_evaluations = check_int(max_evaluations, "max_evaluations", minimum=needed)
     if baseline is not None:
         baseline = check_float(baseline, "baseline", allow_inf=False)
+    bar = progress_bar(resolve_progress(progress), max_evaluations, "threshold", "eval")
+    evaluate = _counted(evaluate, bar)
 
-    with preserve_model(model):
+    with preserve_model(model), bar:
         metrics: dict[int, float] = {}
         evaluations = 0
         if baseline is None:
@@ -191,6 +196,17 @@ def find_threshold(
         resolution=1.0 / M,
         found=best is not None,
     )
+
+
+def _counted(evaluate: Callable[[nn.Module], float], bar: Any) -> Callable[[nn.Module], float]:
+    """``evaluate`` advancing ``bar`` by one per call."""
+
+    def counted(m: nn.Module) -> float:
+        value = evaluate(m)
+        bar.update(1)
+        return value
+
+    return counted
 
 
 def find_loss_threshold(

@@ -45,6 +45,7 @@ from .._checks import (
     check_seed,
     preserve_model,
 )
+from .._progress import resolve_progress
 from .._timing import Stopwatch
 from ..distributed import is_main_process
 from .report import Report, layer_kept_fractions, pruning_curve
@@ -100,6 +101,8 @@ class _Run:
     progress: bool
     train_kwargs: dict
     predict_kwargs: dict
+    metric: Callable[[nn.Module, Any], float] = None  # type: ignore[assignment]
+    metric_name: str = "accuracy"
 
     def config(self) -> dict:
         """The arguments as recorded in ``Report.config``."""
@@ -111,12 +114,18 @@ class _Run:
             "resolution": self.resolution, "curve_points": self.curve_points,
             "loss_criterion": self.loss_criterion,
             "train_kwargs": self.train_kwargs, "predict_kwargs": self.predict_kwargs,
+            "metric": self.metric_name,
         }
+
+    @property
+    def dense_key(self) -> str:
+        """The key of the dense test metric in ``Report.dense``."""
+        return "test_accuracy" if self.metric_name == "accuracy" else "test_metric"
 
 
 def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes, seed,
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
-             strict, refit_lr, progress, train_kwargs, predict_kwargs) -> _Run:
+             strict, refit_lr, progress, train_kwargs, predict_kwargs, metric="accuracy") -> _Run:
     """Every argument of :func:`validate` checked (in signature order), before any work."""
     from ..predict import predict_sparsity
     from ..train import train_l1
@@ -143,7 +152,7 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
     check_bool(inplace, "inplace")
     check_bool(loss_criterion, "loss_criterion")
     check_bool(strict, "strict")
-    check_bool(progress, "progress")
+    progress = resolve_progress(progress)
     curve_points = check_int(curve_points, "curve_points", minimum=0)
     if curve_points == 1:
         raise ValueError("curve_points must be 0 or at least 2 (it includes both ends 0 and 1)")
@@ -166,7 +175,34 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
         tolerance=tolerance, inplace=inplace, loss_criterion=loss_criterion,
         curve_points=curve_points, resolution=resolution, strict=strict, refit_lr=refit_lr,
         progress=progress, train_kwargs=train_kwargs, predict_kwargs=predict_kwargs,
+        **_check_metric(metric, loss_fn),
     )
+
+
+METRICS = ("accuracy", "neg_loss")
+
+
+def _check_metric(metric: Any, loss_fn: Callable) -> dict:
+    """``{"metric": metric(model, data) -> float, "metric_name": name}`` from ``metric``: a name
+    in :data:`METRICS` or a callable (its ``__name__`` is recorded)."""
+    from ..evaluate import evaluate_accuracy, evaluate_loss
+
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {list(METRICS)} or a callable "
+                             f"metric(model, data) -> float, got {metric!r}")
+        if metric == "accuracy":
+            return {"metric": evaluate_accuracy, "metric_name": "accuracy"}
+
+        def neg_loss(model: nn.Module, data: Any) -> float:
+            return -evaluate_loss(model, loss_fn, data)
+
+        return {"metric": neg_loss, "metric_name": "neg_loss"}
+    if not callable(metric):
+        raise TypeError(f"metric must be one of {list(METRICS)} or a callable "
+                        f"metric(model, data) -> float, got {type(metric).__name__}")
+    name = getattr(metric, "__name__", type(metric).__name__)
+    return {"metric": metric, "metric_name": name if name not in METRICS else f"{name} (callable)"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -184,11 +220,16 @@ def _train_copy(model: nn.Module, run: _Run) -> tuple[nn.Module, Any]:
 
 
 def _dense_eval(work: nn.Module, run: _Run) -> dict:
-    """Test accuracy, test loss and training loss of the unpruned model."""
+    """Test accuracy (``test_metric`` for another ``metric``), test loss and training loss of
+    the unpruned model."""
     from ..evaluate import evaluate_accuracy, evaluate_loss
 
+    if run.metric_name == "accuracy":
+        first = {"test_accuracy": evaluate_accuracy(work, run.test)}
+    else:
+        first = {"test_metric": _test_metric(run)(work)}
     return {
-        "test_accuracy": evaluate_accuracy(work, run.test),
+        **first,
         "test_loss": evaluate_loss(work, run.loss_fn, run.test),
         "train_loss": evaluate_loss(work, run.loss_fn, run.train),
     }
@@ -204,28 +245,30 @@ def _predict(work: nn.Module, run: _Run) -> Any:
     if eps is None and run.hessian_given:
         eps = estimate_eps(work, run.loss_fn, run.train)
         eps_source = "batch_loss_std"
+    kwargs = {"progress": run.progress, **run.predict_kwargs}
     prediction = predict_sparsity(work, run.loss_fn, run.hessian, eps=eps, num_steps=run.num_steps,
-                                  num_probes=run.num_probes, seed=run.seed, **run.predict_kwargs)
+                                  num_probes=run.num_probes, seed=run.seed, **kwargs)
     if eps_source != "user":
         prediction = dataclasses.replace(prediction, eps_source=eps_source)
     return prediction
 
 
-def _test_accuracy(run: _Run) -> Callable[[nn.Module], float]:
-    from ..evaluate import evaluate_accuracy
+def _test_metric(run: _Run) -> Callable[[nn.Module], float]:
+    """``model -> metric(model, test data)`` (test accuracy by default), as a float."""
 
-    def test_accuracy(m: nn.Module) -> float:
-        return evaluate_accuracy(m, run.test)
+    def test_metric(m: nn.Module) -> float:
+        return float(run.metric(m, run.test))
 
-    return test_accuracy
+    return test_metric
 
 
 def _threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
-    """One-shot threshold on test accuracy (``>= dense − tolerance``)."""
+    """One-shot threshold on the test metric (``>= dense − tolerance``)."""
     from ..prune.threshold import find_threshold
 
-    return find_threshold(work, _test_accuracy(run), baseline=dense["test_accuracy"],
-                          tolerance=run.tolerance, resolution=run.resolution, strict=run.strict)
+    return find_threshold(work, _test_metric(run), baseline=dense[run.dense_key],
+                          tolerance=run.tolerance, resolution=run.resolution, strict=run.strict,
+                          progress=run.progress)
 
 
 def _refit_threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
@@ -233,9 +276,9 @@ def _refit_threshold(work: nn.Module, run: _Run, dense: dict) -> Any:
     from ..prune.threshold import find_threshold
 
     return find_threshold(
-        work, _test_accuracy(run), baseline=dense["test_accuracy"], tolerance=run.tolerance,
+        work, _test_metric(run), baseline=dense[run.dense_key], tolerance=run.tolerance,
         resolution=run.resolution, strict=run.strict, refit=run.refit, refit_loss_fn=run.loss_fn,
-        refit_data=run.train, refit_lr=run.refit_lr,
+        refit_data=run.train, refit_lr=run.refit_lr, progress=run.progress,
     )
 
 
@@ -243,17 +286,21 @@ def _loss_threshold(work: nn.Module, run: _Run, eps: float) -> Any:
     """Largest ``s`` with ``L_train(w^(s)) <= L_train(w*) + eps``."""
     from ..prune.threshold import find_loss_threshold
 
-    return find_loss_threshold(work, run.loss_fn, run.train, eps, resolution=run.resolution)
+    return find_loss_threshold(work, run.loss_fn, run.train, eps, resolution=run.resolution,
+                               progress=run.progress)
 
 
 def _curve(work: nn.Module, run: _Run, threshold: Any, prediction: Any) -> dict:
-    """Accuracy and loss at the points the threshold search evaluated, ``curve_points`` evenly
+    """The test metric (under the key ``accuracy``, whatever ``metric`` is: the figures read it
+    there) and the test loss at the points the threshold search evaluated, ``curve_points`` evenly
     spaced sparsities, and the prediction with its window."""
     grid = [s for s, _ in threshold.points]
     if run.curve_points:
         grid += list(np.linspace(0.0, 1.0, run.curve_points))
     grid += [prediction.sparsity, prediction.lower, prediction.upper]
-    return pruning_curve(work, grid, run.test, loss_fn=run.loss_fn)
+    metric = None if run.metric_name == "accuracy" else _test_metric(run)
+    return pruning_curve(work, grid, run.test, loss_fn=run.loss_fn, metric=metric,
+                         progress=run.progress)
 
 
 def _layers(work: nn.Module, threshold: Any, prediction: Any) -> dict:
@@ -307,9 +354,10 @@ def validate(
     resolution: float = 1e-3,
     strict: bool = False,
     refit_lr: float = 1e-2,
-    progress: bool = False,
+    progress: bool | None = None,
     train_kwargs: dict | None = None,
     predict_kwargs: dict | None = None,
+    metric: str | Callable[[nn.Module, Any], float] = "accuracy",
 ) -> Report:
     """Train (optionally), predict, prune, compare: the whole check on one model.
 
@@ -337,8 +385,18 @@ def validate(
         ``None`` or a number of SGD steps: also measure the threshold after re-fitting each pruned
         model on its kept support (THEORY §4; step size ``refit_lr``).
     tolerance, resolution, strict
-        The threshold criterion (:func:`~phasetrans.find_threshold`): holds when test accuracy
+        The threshold criterion (:func:`~phasetrans.find_threshold`): holds when the test metric
         ``>= dense − tolerance`` (``strict``: ``>``), on the grid of step ``resolution``.
+    metric
+        The held-out metric, higher is better: ``"accuracy"`` (default, classification),
+        ``"neg_loss"`` (``−loss_fn`` on ``test_data``: regression) or a callable
+        ``metric(model, test_batches) -> float``. With another metric than accuracy,
+        ``report.dense["test_metric"]`` holds its dense value, ``report.config["metric"]`` its
+        name, and ``report.curve["accuracy"]`` its values along the curve.
+    progress
+        Bars of the long stages (training epochs, SLQ steps, trace products, threshold
+        evaluations, curve) on standard error; ``None`` (default): only when standard error is a
+        terminal (:mod:`phasetrans._progress`).
     loss_criterion
         Also measure the largest ``s`` with ``L_train(w^(s)) <= L_train(w*) + eps``.
     curve_points
@@ -353,13 +411,13 @@ def validate(
 
     Returns a :class:`Report` (``timings``: seconds per stage, and ``total``).
 
-    (Over 80 lines only for its signature and the documentation of its 24 parameters: the body
+    (Over 80 lines only for its signature and the documentation of its 25 parameters: the body
     is the list of stages above, one line each.)
     """
     clock = Stopwatch()
     run = _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes,
                    seed, out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points,
-                   resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs)
+                   resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs, metric)
     with preserve_model(model) if not run.inplace else contextlib.nullcontext():
         work, history = model, None
         if run.l1 is not None:
