@@ -224,10 +224,16 @@ def _resume(
     return int(resume["epoch"]), record
 
 
-def _seed_rng(seed: int, resume: dict | None, device: torch.device) -> None:
-    """Seed the (forked) RNG, or restore the checkpoint's RNG state."""
+def _seed_rng(seed: int, resume: dict | None, device: torch.device,
+              loader_generators: list) -> None:
+    """Seed the (forked) RNG, or restore the checkpoint's RNG states (the global one and those
+    of the DataLoader's own generators: the shuffles go on as in an uninterrupted run)."""
     torch.manual_seed(seed)
     if resume is not None:
+        saved = resume.get("loader_rng") or []
+        if len(saved) == len(loader_generators):
+            for g, state in zip(loader_generators, saved):
+                g.set_state(state)
         torch.set_rng_state(resume["rng"])
         if resume.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
@@ -235,8 +241,9 @@ def _seed_rng(seed: int, resume: dict | None, device: torch.device) -> None:
 
 def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
                      optimizer: torch.optim.Optimizer, device: torch.device,
-                     record: dict[str, list]) -> None:
-    """Write the state after ``epoch`` atomically (plain tensors and containers only)."""
+                     record: dict[str, list], loader_generators: list) -> None:
+    """Write the state after ``epoch`` atomically (plain tensors and containers only), with
+    the states of the generators a DataLoader shuffles with (``loader_generators``)."""
     if not _is_plain(record["eval"]):
         raise TypeError(
             "eval_fn must return plain values (numbers, strings, tensors, "
@@ -250,6 +257,7 @@ def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": TrainHistory(**record).to_dict(),
+        "loader_rng": [g.get_state() for g in loader_generators],
     })
 
 
@@ -340,7 +348,7 @@ def train_l1(
     start, record = _resume(model, optimizer, resume, run.path)
     try:
         with torch.random.fork_rng(devices=_rng_devices(run.device)):
-            _seed_rng(run.seed, resume, run.device)
+            _seed_rng(run.seed, resume, run.device, run.batches.generators())
             bar = tqdm(range(start, run.schedule["epochs"]), desc="train_l1",
                        disable=not run.progress, leave=False, file=sys.stderr)
             for epoch in bar:
@@ -353,7 +361,8 @@ def train_l1(
                     with preserve_model(model):
                         record["eval"].append(eval_fn(model))
                 if run.path is not None and is_main_process():  # data-parallel: rank 0 writes
-                    _save_checkpoint(run.path, meta, epoch, model, optimizer, run.device, record)
+                    _save_checkpoint(run.path, meta, epoch, model, optimizer, run.device, record,
+                                     run.batches.generators())
                 bar.set_postfix(loss=f"{loss:.4g}", penalty=f"{penalty:.3g}")
             bar.close()
     finally:

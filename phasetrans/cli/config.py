@@ -46,6 +46,9 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "sparsities": (list,),
     "num_points": (int,),
     "hessian_batch_size": (int,),
+    "loss": (str,),
+    "metric": (str,),
+    "checkpoint_dir": (str,),
 }
 
 
