@@ -2,9 +2,10 @@
 
 PyTorch's OpenMP threads spin while they wait for work (``OMP_WAIT_POLICY`` active, GNU OpenMP's
 default). When other processes hold the cores, spinning threads steal time from the ones doing
-work and a parallel region can take many times longer than on one thread: measured on a loaded
-2-core machine, ``phasetrans spectrum`` took 79 s with the defaults and 4.3 s with
-``OMP_WAIT_POLICY=PASSIVE``. The wait policy is read once, when the OpenMP runtime loads (at
+work and a parallel region can take many times longer than on one thread. ``phasetrans
+spectrum`` on a 2-core machine at load average 16-19, SLQ stage: 444 s with torch's defaults
+(2 threads, busy-waiting), 318 s with 2 threads forced active, 12-27 s with 2 threads passive,
+30-40 s with the command's choice (passive, 1 thread: the cores less the load). The wait policy is read once, when the OpenMP runtime loads (at
 ``import torch``), so it has to be in the environment before that.
 
 - The command line sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it) before torch is
