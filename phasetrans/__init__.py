@@ -9,8 +9,10 @@ the critical sparsity) → ``prune`` / ``train`` / ``evaluate`` → ``predict`` 
 
 import sys as _sys
 
-from . import data, models
+# _cli_env first: the command line's OpenMP policy must be set before torch loads
+from . import _cli_env, data, models
 from ._checks import fingerprints_equal, model_fingerprint, preserve_model
+from ._threads import set_threads
 from ._version import __version__
 from .data import load_dataset
 from .evaluate import evaluate_accuracy, evaluate_loss

@@ -128,6 +128,18 @@ class Batches:
         if count == 0:
             raise ValueError(f"{self.name} must contain at least one non-empty batch, got none")
 
+    def generators(self) -> list[torch.Generator]:
+        """The ``torch.Generator`` objects a DataLoader shuffles with (its own, its sampler's),
+        each once: their state belongs to a resumable run (the global RNG's is kept apart)."""
+        src = self._source
+        found: list[torch.Generator] = []
+        for obj in (src, getattr(src, "sampler", None),
+                    getattr(getattr(src, "batch_sampler", None), "sampler", None)):
+            g = getattr(obj, "generator", None)
+            if isinstance(g, torch.Generator) and all(g is not h for h in found):
+                found.append(g)
+        return found
+
     def sizes(self) -> list[int]:
         """Batch sizes, in order (one pass over the data)."""
         return [batch_size(x) for x, _ in self]

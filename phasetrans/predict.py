@@ -8,6 +8,7 @@ exactly (:func:`phasetrans.theory.critical.critical_sparsity`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int, check_model, check_seed, preserve_model
-from ._io import to_jsonable
+from ._io import check_path, to_jsonable
+from ._progress import resolve_progress
 from ._timing import Stopwatch
 from .linalg.hessian import BatchNormMode, HessianOperator
 from .linalg.operator import as_operator
@@ -159,12 +161,15 @@ class _Settings:
     trace_matvecs: int
     spectrum_method: SpectrumMethod
     zero_mass_rows: int
+    checkpoint: Any = None
+    progress: bool = False
 
 
 def _check_arguments(model: Any, eps: Any, num_steps: Any, num_probes: Any, seed: Any, eta: Any,
                      negative: Any, zero_mass: Any, trace_method: Any, trace_matvecs: Any,
                      bootstrap: Any, spectrum_method: Any, zero_mass_rows: Any,
-                     reference_emulation: Any) -> _Settings:
+                     reference_emulation: Any, checkpoint: Any = None,
+                     progress: Any = None) -> _Settings:
     check_model(model)
     if eps is not None:
         eps = check_eps(eps)
@@ -191,8 +196,13 @@ def _check_arguments(model: Any, eps: Any, num_steps: Any, num_probes: Any, seed
     zero_mass_rows = check_int(zero_mass_rows, "zero_mass_rows", minimum=1)
     if not isinstance(reference_emulation, bool):
         raise TypeError(f"reference_emulation must be a bool, got {type(reference_emulation).__name__}")
+    if checkpoint is not None:
+        checkpoint = check_path(checkpoint, "checkpoint")
+        if spectrum_method != "slq":
+            raise ValueError("checkpoint needs spectrum_method='slq' (it resumes the SLQ spectrum)")
     return _Settings(eps, num_steps, num_probes, seed, zero_mass, trace_method, trace_matvecs,
-                     spectrum_method, zero_mass_rows)  # type: ignore[arg-type]
+                     spectrum_method, zero_mass_rows, checkpoint,
+                     resolve_progress(progress))  # type: ignore[arg-type]
 
 
 def _eps_stage(H: HessianOperator, cfg: _Settings) -> tuple[float, str, dict]:
@@ -206,7 +216,8 @@ def _spectrum_stage(H: HessianOperator, cfg: _Settings) -> Any:
     if cfg.spectrum_method == "slq":
         from .linalg.slq import slq
 
-        return slq(H, num_steps=cfg.num_steps, num_probes=cfg.num_probes, seed=cfg.seed)
+        return slq(H, num_steps=cfg.num_steps, num_probes=cfg.num_probes, seed=cfg.seed,
+                   checkpoint=cfg.checkpoint, progress=cfg.progress)
     return torch.linalg.eigvalsh(H.to_dense().to(torch.float64))
 
 
@@ -214,7 +225,8 @@ def _trace_stage(H: HessianOperator, cfg: _Settings) -> tuple[float, dict]:
     """Stage "trace" (only with a ``trace_method``): Tr(H) for the reported Jensen bound."""
     from .linalg.trace import trace as estimate_trace
 
-    est = estimate_trace(H, method=cfg.trace_method, num_matvecs=cfg.trace_matvecs, seed=cfg.seed)
+    est = estimate_trace(H, method=cfg.trace_method, num_matvecs=cfg.trace_matvecs, seed=cfg.seed,
+                         progress=cfg.progress)
     return float(est.value), {"trace_stderr": to_jsonable(getattr(est, "stderr", None)),
                               "trace_method": cfg.trace_method}
 
@@ -246,6 +258,8 @@ def predict_sparsity(
     spectrum_method: SpectrumMethod = "slq",
     zero_mass_rows: int = 100,
     batch_fn: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool | None = None,
 ) -> Prediction:
     """Predict the critical sparsity of a trained ``model`` (Zhang et al., NeurIPS 2024).
 
@@ -262,12 +276,15 @@ def predict_sparsity(
     ``None`` (trace from the spectrum). ``params``: names, ``nn.Parameter`` objects or modules
     (:func:`~phasetrans.params.select_parameters`). ``batch_fn(batch) -> (inputs, targets)``:
     for batches of another shape (e.g. dicts; ``inputs`` may be a tuple or dict of the model's
-    arguments). The model comes back bit-for-bit unchanged.
+    arguments). ``checkpoint``: a file path for the SLQ state (:func:`~phasetrans.slq`'s
+    ``checkpoint``: an interrupted call resumes from it, to the same result). ``progress``: bars
+    of the SLQ steps and trace products on standard error (``None``: only when standard error is
+    a terminal). The model comes back bit-for-bit unchanged.
     """
     clock = Stopwatch()
     cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,
                            trace_method, trace_matvecs, bootstrap, spectrum_method,
-                           zero_mass_rows, reference_emulation)
+                           zero_mass_rows, reference_emulation, checkpoint, progress)
     eps, eps_source, p0, trace_value, details = cfg.eps, "user", cfg.zero_mass, None, {}
     with preserve_model(model):
         H = HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm,

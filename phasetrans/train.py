@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,6 @@ from torch import nn
 
 from ._batches import Batches, as_batches, batch_size, call_model, move_batch
 from ._checks import (
-    check_bool,
     check_callable,
     check_choice,
     check_float,
@@ -35,6 +35,7 @@ from ._checks import (
     snapshot_grads_and_modes,
 )
 from ._io import atomic_torch_save, check_path, load_checkpoint
+from ._progress import resolve_progress
 from .distributed import is_main_process
 from .params import ParamSelection, check_masks, select_parameters
 
@@ -146,7 +147,7 @@ def _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, war
     seed = check_seed(seed)
     if eval_fn is not None:
         check_callable(eval_fn, "eval_fn")
-    check_bool(progress, "progress")
+    progress = resolve_progress(progress)
     path = None if checkpoint is None else check_path(checkpoint, "checkpoint")
     names = set(select_parameters(model, params))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -226,10 +227,16 @@ def _resume(
     return int(resume["epoch"]), record
 
 
-def _seed_rng(seed: int, resume: dict | None, device: torch.device) -> None:
-    """Seed the (forked) RNG, or restore the checkpoint's RNG state."""
+def _seed_rng(seed: int, resume: dict | None, device: torch.device,
+              loader_generators: list) -> None:
+    """Seed the (forked) RNG, or restore the checkpoint's RNG states (the global one and those
+    of the DataLoader's own generators: the shuffles go on as in an uninterrupted run)."""
     torch.manual_seed(seed)
     if resume is not None:
+        saved = resume.get("loader_rng") or []
+        if len(saved) == len(loader_generators):
+            for g, state in zip(loader_generators, saved):
+                g.set_state(state)
         torch.set_rng_state(resume["rng"])
         if resume.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
@@ -237,8 +244,9 @@ def _seed_rng(seed: int, resume: dict | None, device: torch.device) -> None:
 
 def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
                      optimizer: torch.optim.Optimizer, device: torch.device,
-                     record: dict[str, list]) -> None:
-    """Write the state after ``epoch`` atomically (plain tensors and containers only)."""
+                     record: dict[str, list], loader_generators: list) -> None:
+    """Write the state after ``epoch`` atomically (plain tensors and containers only), with
+    the states of the generators a DataLoader shuffles with (``loader_generators``)."""
     if not _is_plain(record["eval"]):
         raise TypeError(
             "eval_fn must return plain values (numbers, strings, tensors, "
@@ -252,6 +260,7 @@ def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": TrainHistory(**record).to_dict(),
+        "loader_rng": [g.get_state() for g in loader_generators],
     })
 
 
@@ -304,7 +313,7 @@ def train_l1(
     step_size: int = 30,
     gamma: float = 0.1,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     params: ParamSelection = None,
     eval_fn: Callable[[nn.Module], Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -330,7 +339,8 @@ def train_l1(
     checkpoint, ``eval_fn`` must return plain values (numbers, strings, tensors, containers).
     ``params``: names, ``nn.Parameter`` objects or modules. ``batch_fn(batch) -> (inputs,
     targets)`` for batches of another shape (tuple inputs: positional arguments, dict inputs:
-    keyword arguments of the model).
+    keyword arguments of the model). ``progress``: a bar of the epochs on standard error
+    (``None``, the default: only when standard error is a terminal; :mod:`phasetrans._progress`).
     """
     run = _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, warmup_epochs,
                      schedule, step_size, gamma, seed, progress, params, eval_fn, checkpoint,
@@ -345,9 +355,9 @@ def train_l1(
     start, record = _resume(model, optimizer, resume, run.path)
     try:
         with torch.random.fork_rng(devices=_rng_devices(run.device)):
-            _seed_rng(run.seed, resume, run.device)
+            _seed_rng(run.seed, resume, run.device, run.batches.generators())
             bar = tqdm(range(start, run.schedule["epochs"]), desc="train_l1",
-                       disable=not run.progress, leave=False)
+                       disable=not run.progress, leave=False, file=sys.stderr)
             for epoch in bar:
                 epoch_lr = lr_at_epoch(epoch, **run.schedule)
                 loss, penalty = _train_epoch(model, loss_fn, run, optimizer, epoch, epoch_lr)
@@ -358,7 +368,8 @@ def train_l1(
                     with preserve_model(model):
                         record["eval"].append(eval_fn(model))
                 if run.path is not None and is_main_process():  # data-parallel: rank 0 writes
-                    _save_checkpoint(run.path, meta, epoch, model, optimizer, run.device, record)
+                    _save_checkpoint(run.path, meta, epoch, model, optimizer, run.device, record,
+                                     run.batches.generators())
                 bar.set_postfix(loss=f"{loss:.4g}", penalty=f"{penalty:.3g}")
             bar.close()
     finally:

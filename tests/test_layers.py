@@ -12,7 +12,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "phasetrans"
 
 # lowest first; a module may import its own layer or lower ones
 LAYERS = [
-    ("base", ["_version", "_checks", "_io", "_batches", "_bisect", "_timing", "_types", "params", "distributed"]),
+    ("base", ["_version", "_checks", "_io", "_batches", "_bisect", "_timing", "_types", "params", "distributed",
+              "_progress", "_threads", "_cli_env"]),
     ("linalg", ["linalg"]),
     ("data", ["data", "models"]),
     ("theory", ["theory"]),

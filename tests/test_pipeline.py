@@ -255,3 +255,40 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     assert isinstance(report, pt.Report)
     assert (tmp_path / "out" / "api" / "report.json").is_file()
     assert len(list((tmp_path / "out" / "api").glob("*.png"))) == 4
+
+
+# -- metric= (issue 17) ------------------------------------------------------------------------
+def test_metric_callable_equals_accuracy_and_names_itself(report, data, model):
+    train, test = data
+
+    def my_accuracy(m, batches):
+        return pt.evaluate_accuracy(m, batches)
+
+    rep = pt.validate(model, nn.CrossEntropyLoss(), train, test, metric=my_accuracy, **FAST)
+    assert rep.config["metric"] == "my_accuracy" and report.config["metric"] == "accuracy"
+    assert rep.threshold == report.threshold  # same metric, same points, same threshold
+    assert rep.curve == report.curve
+    assert rep.dense["test_metric"] == report.dense["test_accuracy"]
+    assert "test my_accuracy is still >=" in rep.summary()
+
+
+def test_metric_neg_loss_is_minus_the_test_loss(data, model):
+    train, test = data
+    loss = nn.CrossEntropyLoss()
+    rep = pt.validate(model, loss, train, test, metric="neg_loss", loss_criterion=False, **FAST)
+    assert rep.config["metric"] == "neg_loss"
+    assert rep.threshold.baseline == rep.dense["test_metric"] == -pt.evaluate_loss(model, loss, [test])
+    for s, value in rep.threshold.points:
+        with pt.pruned(model, s):
+            assert value == -pt.evaluate_loss(model, loss, [test])
+    assert rep.curve["accuracy"] == [-v for v in rep.curve["loss"]]  # the metric's values
+    assert "largest sparsity whose test neg_loss is still >=" in rep.summary()
+
+
+def test_summary_states_the_threshold_rule_plainly(report, data, model):
+    line = next(x for x in report.summary().splitlines() if x.startswith("measured"))
+    assert f"test accuracy is still >= {report.threshold.baseline:.4f}, the dense model's" in line
+    train, test = data
+    tol = pt.validate(model, nn.CrossEntropyLoss(), train, test, tolerance=0.01, **FAST)
+    b = tol.threshold.baseline
+    assert f">= {b - 0.01:.4f} = dense {b:.4f} − tolerance 0.01" in tol.summary()

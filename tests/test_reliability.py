@@ -490,6 +490,20 @@ BAD_INPUTS_EXTRA = [
     row("FunctionOperator", "batched='yes'", lambda: pt.FunctionOperator(lambda v: v, 4, batched="yes"), TypeError, "batched"),
     row("FunctionOperator", "matvec returns the wrong size", lambda: pt.FunctionOperator(lambda v: v[:-1], 4) @ torch.ones(4, dtype=torch.float64), ValueError, "matvec"),
     row("from_torch_prune", "model=3", lambda: pt.from_torch_prune(3), TypeError, "model"),
+    # issue 17: progress=, set_threads, metric=, predict_sparsity(checkpoint=)
+    row("set_threads", "threads=0", lambda: pt.set_threads(0), ValueError, "threads"),
+    row("set_threads", "threads='many'", lambda: pt.set_threads("many"), ValueError, "threads"),
+    row("set_threads", "threads=2.5", lambda: pt.set_threads(2.5), TypeError, "threads"),
+    row("slq", "progress='yes'", lambda: pt.slq(sym(), progress="yes"), TypeError, "progress"),
+    row("trace", "progress=1", lambda: pt.trace(sym(), progress=1), TypeError, "progress"),
+    row("find_threshold", "progress='on'", lambda: pt.find_threshold(mlp(), acc, progress="on"), TypeError, "progress"),
+    row("pruning_curve", "progress=1", lambda: pt.pruning_curve(mlp(), [0.5], DATA, progress=1), TypeError, "progress"),
+    row("predict_sparsity", "progress='x'", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, progress="x"), TypeError, "progress"),
+    row("predict_sparsity", "checkpoint=3", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, checkpoint=3), TypeError, "checkpoint"),
+    row("predict_sparsity", "checkpoint with exact spectrum", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, checkpoint="c.pt", spectrum_method="exact"), ValueError, "checkpoint"),
+    row("validate", "metric='f1'", lambda: pt.validate(mlp(), LOSS, DATA, DATA, metric="f1"), ValueError, "metric"),
+    row("validate", "metric=3", lambda: pt.validate(mlp(), LOSS, DATA, DATA, metric=3), TypeError, "metric"),
+    row("validate", "progress='x'", lambda: pt.validate(mlp(), LOSS, DATA, DATA, progress="x"), TypeError, "progress"),
 ]
 
 

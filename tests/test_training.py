@@ -220,3 +220,43 @@ def test_history_is_a_frozen_value():
         hist.loss = []
     assert hist.epoch == [0, 1] and list(hist.to_dict()) == ["epoch", "loss", "penalty", "lr", "eval"]
     assert pt.TrainHistory() == pt.TrainHistory([], [], [], [], [])
+
+
+def test_resume_continues_a_dataloaders_own_shuffle(tmp_path):
+    """A DataLoader with its own seeded generator (phasetrans.data's loaders): the checkpoint
+    keeps that generator's state, so an interrupted run ends bit-for-bit where an uninterrupted
+    one ends (issue 17: the CLI's --checkpoint-dir resumes training through this)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(90, 5, generator=g)
+    y = torch.randint(0, 3, (90,), generator=g)
+
+    def setup():
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20,
+                                             shuffle=True, generator=torch.Generator().manual_seed(7))
+        return model, loader
+
+    calls = []
+
+    def eval_fn(m, stop_at=None):
+        calls.append(1)
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return 0.0
+
+    kw = dict(l1=1e-3, epochs=4, lr=0.05, progress=False)
+    model, loader = setup()
+    plain = pt.train_l1(model, nn.CrossEntropyLoss(), loader, eval_fn=eval_fn, **kw)
+    path = tmp_path / "t.pt"
+    calls.clear()
+    resumed_model, loader = setup()
+    with pytest.raises(KeyboardInterrupt):  # stopped in epoch 2 (epochs 0 and 1 saved)
+        pt.train_l1(resumed_model, nn.CrossEntropyLoss(), loader, checkpoint=path,
+                    eval_fn=lambda m: eval_fn(m, stop_at=3), **kw)
+    resumed_model, loader = setup()
+    resumed = pt.train_l1(resumed_model, nn.CrossEntropyLoss(), loader, checkpoint=path,
+                          eval_fn=eval_fn, **kw)
+    assert resumed.loss == plain.loss
+    for a, b in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)

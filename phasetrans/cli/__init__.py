@@ -13,6 +13,7 @@ Files: :mod:`~phasetrans.cli.config` (exit codes, ``--config``, checkpoints),
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .commands import DEMO, DEMO_QUICK, model_shape
@@ -37,12 +38,20 @@ __all__ = ["main", "build_parser", "load_config", "load_checkpoint", "CONFIG_KEY
 
 
 def _set_threads(args) -> int | None:
-    """Apply ``--threads`` (the demo defaults to 1); the exit code when it is bad, else ``None``."""
+    """Apply ``--threads``; the exit code when it is bad, else ``None``. Default: 1 for the demo;
+    torch's own count when the user set ``OMP_NUM_THREADS``; else
+    :func:`~phasetrans._threads.auto_threads` (the cores this process may use less the load
+    average), so that a busy machine does not make threads wait for cores. The OpenMP wait policy
+    was set to passive before torch loaded (:mod:`phasetrans._cli_env`)."""
     import torch
+
+    from .._threads import auto_threads
 
     threads = getattr(args, "threads", None)
     if threads is None and args.command == "demo":
         threads = 1
+    elif threads is None and "OMP_NUM_THREADS" not in os.environ:
+        threads = auto_threads()
     if threads is not None:
         if not 1 <= threads <= max_threads():
             print(f"phasetrans {args.command}: error: --threads must be between 1 and "

@@ -13,7 +13,15 @@ from typing import Any
 from .._timing import Stopwatch
 from .config import EXIT_OK, UsageError, check_bounds
 from .guards import SWEEP_LOG, run_identity
-from .inputs import common_setup, hessian_data, loss_fn, out_dir, parse_sparsities
+from .inputs import (
+    checkpoint_file,
+    common_setup,
+    hessian_data,
+    loss_fn,
+    metric,
+    out_dir,
+    parse_sparsities,
+)
 
 __all__ = [
     "DEMO", "DEMO_QUICK", "cmd_demo", "cmd_spectrum", "cmd_predict", "cmd_sweep", "cmd_validate",
@@ -53,8 +61,9 @@ def model_shape(model: Any) -> str:
     return f"({sum(p.numel() for p in prunable_parameters(model).values())} prunable weights)"
 
 
-def _progress(args: argparse.Namespace) -> bool:
-    return not (args.json or args.quiet)
+def _progress(args: argparse.Namespace) -> bool | None:
+    """Progress bars on standard error: none with ``--quiet``, else when it is a terminal."""
+    return False if args.quiet else None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -103,9 +112,10 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     out = out_dir(args)
     clock = Stopwatch()
     with clock("slq"):
-        H = HessianOperator(model, loss_fn(), hessian_data(train, cfg))
+        H = HessianOperator(model, loss_fn(cfg), hessian_data(train, cfg))
         spec = slq(H, num_steps=cfg.get("num_steps", 80), num_probes=cfg.get("num_probes", 10),
-                   seed=cfg.get("seed", 0))
+                   seed=cfg.get("seed", 0), checkpoint=checkpoint_file(cfg, "slq.pt"),
+                   progress=_progress(args))
     seconds = clock.timings["slq"]
     tr = spec.trace()
     live = spec.nodes[spec.weights > 0]
@@ -136,6 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     cfg, model, train, _ = common_setup(args, can_train=True)
     out = out_dir(args)
+    loss = loss_fn(cfg)
     if "l1" in cfg:
         _train(args, cfg, model, train)
     kwargs: dict[str, Any] = {}
@@ -143,10 +154,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         kwargs["negative"] = cfg["negative"]
     eps, eps_source = cfg.get("eps"), "user"
     if eps is None:  # the std of the mini-batch training losses, over the training batches
-        eps, eps_source = estimate_eps(model, loss_fn(), train), "batch_loss_std"
-    pred = predict_sparsity(model, loss_fn(), hessian_data(train, cfg), eps=eps,
+        eps, eps_source = estimate_eps(model, loss, train), "batch_loss_std"
+    pred = predict_sparsity(model, loss, hessian_data(train, cfg), eps=eps,
                             num_steps=cfg.get("num_steps", 80), num_probes=cfg.get("num_probes", 10),
-                            seed=cfg.get("seed", 0), **kwargs)
+                            seed=cfg.get("seed", 0), checkpoint=checkpoint_file(cfg, "slq.pt"),
+                            progress=_progress(args), **kwargs)
     pred = dataclasses.replace(pred, eps_source=eps_source)
     payload = {"command": "predict", **pred.to_dict()}
     if out is not None:
@@ -165,39 +177,54 @@ def _train(args: argparse.Namespace, cfg: dict, model: Any, train: Any) -> None:
     from ..train import train_l1
 
     log(args, f"training with l1 = {cfg['l1']} for {cfg.get('epochs', 30)} epochs")
-    train_l1(model, loss_fn(), train, l1=float(cfg["l1"]), epochs=cfg.get("epochs", 30),
-             lr=float(cfg.get("lr", 0.05)), seed=cfg.get("seed", 0), progress=_progress(args))
+    train_l1(model, loss_fn(cfg), train, l1=float(cfg["l1"]), epochs=cfg.get("epochs", 30),
+             lr=float(cfg.get("lr", 0.05)), seed=cfg.get("seed", 0), progress=_progress(args),
+             checkpoint=checkpoint_file(cfg, "train.pt"))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_accuracy
     from ..prune.sweep import SweepLogMismatch, sweep
 
     cfg, model, train, test = common_setup(args, can_train=True)
     out = out_dir(args)
     grid = parse_sparsities(cfg)
+    evaluate, name = _sweep_metric(cfg, test)
     if "l1" in cfg:
         _train(args, cfg, model, train)
     path = None if out is None else out / SWEEP_LOG
     criterion = cfg.get("criterion", "magnitude")
-    # the log header records what defines the numbers: a rerun on other weights, model, data
-    # or seed is refused instead of printing the previous run's results
-    metadata = None if path is None else run_identity(cfg, model, test)
+    # the log header records what defines the numbers: a rerun on other weights, model, data,
+    # seed or metric is refused instead of printing the previous run's results
+    metadata = None if path is None else {**run_identity(cfg, model, test), "metric": name}
     try:
-        points = sweep(model, lambda m: evaluate_accuracy(m, test), grid, path=path,
-                       metadata=metadata, progress=_progress(args), criterion=criterion,
-                       data=train, loss_fn=loss_fn())
+        points = sweep(model, evaluate, grid, path=path, metadata=metadata,
+                       progress=_progress(args), criterion=criterion, data=train,
+                       loss_fn=loss_fn(cfg))
     except SweepLogMismatch as exc:
         legend = (" (weights_sha256 is the hash of the weights pruned: another --checkpoint, "
                   "--model, --seed or training)" if "weights_sha256" in str(exc) else "")
         raise UsageError(f"{exc} (e.g. another --out){legend}") from None
-    payload = {"command": "sweep", "criterion": criterion, "points": [list(p) for p in points],
+    payload = {"command": "sweep", "metric": name, "criterion": criterion,
+               "points": [list(p) for p in points],
                "path": None if path is None else str(path)}
-    text = "sparsity  test accuracy\n" + "\n".join(f"{s:8.4f}  {a:.4f}" for s, a in points)
+    text = f"sparsity  test {name}\n" + "\n".join(f"{s:8.4f}  {a:.4f}" for s, a in points)
     if path is not None:
         text += f"\nwrote {path}"
     emit(args, payload, text)
     return EXIT_OK
+
+
+def _sweep_metric(cfg: dict, test: Any) -> tuple[Any, str]:
+    """``(model -> float, name)`` of ``--metric`` on the test batches."""
+    from ..evaluate import evaluate_accuracy, evaluate_loss
+
+    chosen = metric(cfg)
+    if chosen == "accuracy":
+        return (lambda m: evaluate_accuracy(m, test)), "accuracy"
+    if chosen == "neg_loss":
+        loss = loss_fn(cfg)
+        return (lambda m: -evaluate_loss(m, loss, test)), "neg_loss"
+    return (lambda m: float(chosen(m, test))), cfg["metric"]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -207,16 +234,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if "l1" not in cfg and not cfg.get("checkpoint"):
         raise UsageError("validate needs trained weights (--checkpoint PATH) or --l1 to train first")
     out = out_dir(args)
-    kwargs: dict[str, Any] = {}
+    predict_kwargs: dict[str, Any] = {}
     if "negative" in cfg:
-        kwargs["predict_kwargs"] = {"negative": cfg["negative"]}
+        predict_kwargs["negative"] = cfg["negative"]
+    kwargs: dict[str, Any] = {"predict_kwargs": predict_kwargs}
+    if cfg.get("checkpoint_dir") is not None:  # resumable training and SLQ
+        predict_kwargs["checkpoint"] = checkpoint_file(cfg, "slq.pt")
+        if "l1" in cfg:
+            kwargs["train_kwargs"] = {"checkpoint": checkpoint_file(cfg, "train.pt")}
     report = validate(
-        model, loss_fn(), train, test, l1=cfg.get("l1"), epochs=cfg.get("epochs", 30),
+        model, loss_fn(cfg), train, test, l1=cfg.get("l1"), epochs=cfg.get("epochs", 30),
         lr=float(cfg.get("lr", 0.05)), eps=cfg.get("eps"), num_steps=cfg.get("num_steps", 80),
         num_probes=cfg.get("num_probes", 10), seed=cfg.get("seed", 0), out=out,
         refit=cfg.get("refit"), tolerance=float(cfg.get("tolerance", 0.0)),
         resolution=float(cfg.get("resolution", 1e-3)), hessian_data=hessian_data(train, cfg),
-        progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), **kwargs,
+        progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), metric=metric(cfg),
+        **kwargs,
     )
     emit(args, {"command": "validate", **report.to_dict()}, report.summary())
     return EXIT_OK

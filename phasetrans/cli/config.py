@@ -48,6 +48,9 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "num_points": (int,),
     "hessian_batch_size": (int,),
     "criterion": (str,),
+    "loss": (str,),
+    "metric": (str,),
+    "checkpoint_dir": (str,),
 }
 
 

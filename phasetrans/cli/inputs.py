@@ -11,10 +11,11 @@ from typing import Any
 
 from .config import MAX_SPARSITIES, UsageError, load_checkpoint, settings
 from .guards import require_weights
+from .user_code import default_metric, is_spec, make_loss, make_metric, model_from_factory
 
 __all__ = [
     "CONV_MODELS", "MLP_MODELS", "dataset", "build_model", "hessian_data", "out_dir",
-    "parse_sparsities", "common_setup", "loss_fn", "OUT_FILES",
+    "parse_sparsities", "common_setup", "loss_fn", "metric", "checkpoint_file", "OUT_FILES",
 ]
 
 CONV_MODELS = ("lenet", "vgg_small", "resnet20", "resnet32", "resnet56", "resnet18")
@@ -70,21 +71,27 @@ def _model_kwargs(name: str, cfg: dict, train: Any) -> dict:
 
 
 def build_model(cfg: dict, train: Any, seed: int):
-    """The model ``cfg["model"]`` (default digits_mlp) for the data, seeded, on ``--device``,
-    with the ``--checkpoint`` weights when given."""
+    """The model ``cfg["model"]`` (default digits_mlp; or ``package.module:factory``, called
+    with ``model_kwargs``) for the data, seeded, on ``--device``, with the ``--checkpoint``
+    weights when given (loaded strictly into the model the factory built)."""
     import torch
 
     from .. import models
 
     name = cfg.get("model", "digits_mlp")
-    if name not in models.MODEL_NAMES:
-        raise UsageError(f"--model must be one of {list(models.MODEL_NAMES)}, got {name!r}")
-    kwargs = _model_kwargs(name, cfg, train)
-    torch.manual_seed(seed)
-    try:
-        model = models.build_model(name, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"--model {name}: {exc}") from None
+    if is_spec(name):  # the user's own factory, package.module:factory
+        torch.manual_seed(seed)
+        model = model_from_factory(name, dict(cfg.get("model_kwargs", {})))
+    else:
+        if name not in models.MODEL_NAMES:
+            raise UsageError(f"--model must be one of {list(models.MODEL_NAMES)} or "
+                             f"package.module:factory, got {name!r}")
+        kwargs = _model_kwargs(name, cfg, train)
+        torch.manual_seed(seed)
+        try:
+            model = models.build_model(name, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--model {name}: {exc}") from None
     device = cfg.get("device", "cpu")
     try:
         model = model.to(torch.device(device))
@@ -178,8 +185,24 @@ def common_setup(args: argparse.Namespace, can_train: bool | None = None) -> tup
     return cfg, model, train, test
 
 
-def loss_fn():
-    """The loss of every command: cross-entropy."""
-    from torch import nn
+def loss_fn(cfg: dict | None = None):
+    """The loss of ``--loss`` (default cross-entropy; :func:`~phasetrans.cli.user_code.make_loss`)."""
+    return make_loss((cfg or {}).get("loss", "cross_entropy"))
 
-    return nn.CrossEntropyLoss()
+
+def metric(cfg: dict):
+    """The held-out metric of ``--metric`` (default: accuracy with cross-entropy, else
+    ``neg_loss``): a name for :func:`~phasetrans.validate` or ``function(model, data)``."""
+    return make_metric(cfg.get("metric", default_metric(cfg.get("loss", "cross_entropy"))))
+
+
+def checkpoint_file(cfg: dict, name: str) -> Path | None:
+    """``--checkpoint-dir``/``name`` (the folder created), or ``None`` without the option."""
+    folder = cfg.get("checkpoint_dir")
+    if folder is None:
+        return None
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--checkpoint-dir must be a directory, got an existing file: {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path / name

@@ -22,7 +22,11 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 def _common(p: argparse.ArgumentParser, model_options: bool = True, random_init: bool = False) -> None:
     g = p.add_argument_group("common options")
     if model_options:
-        g.add_argument("--model", help="model name (phasetrans.models.build_model), default digits_mlp")
+        g.add_argument("--model", help="model name (phasetrans.models.build_model), default digits_mlp; "
+                       "or your own, package.module:factory (called with the config's model_kwargs; "
+                       "--checkpoint is loaded into it)")
+        g.add_argument("--loss", help="cross_entropy (default), mse, or package.module:factory "
+                       "(called with no arguments, returns loss(outputs, targets), batch mean)")
         g.add_argument("--data", help="dataset name (phasetrans.data.load_dataset), default digits")
         g.add_argument("--data-root", dest="data_root", metavar="DIR",
                        help="local folder with the dataset files (mnist, cifar10, ...); nothing is downloaded")
@@ -40,10 +44,12 @@ def _common(p: argparse.ArgumentParser, model_options: bool = True, random_init:
     g.add_argument("--seed", type=int, default=None if model_options else 0, help="random seed")
     g.add_argument("--out", metavar="DIR", help="directory for JSON results and PNG figures")
     g.add_argument("--threads", type=int, metavar="N",
-                   help="torch CPU threads (default: torch's; the demo uses 1, fastest for its small "
-                        "model and safe on a busy machine)")
+                   help="torch CPU threads (default: the cores this process may use less the load "
+                        "average, or torch's when OMP_NUM_THREADS is set; the demo uses 1, fastest for "
+                        "its small model). The command also sets OMP_WAIT_POLICY=PASSIVE unless set")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    g.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars or messages on stderr (bars show only when stderr is a terminal)")
 
 
 def _slq_options(p: argparse.ArgumentParser) -> None:
@@ -52,6 +58,18 @@ def _slq_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-probes", dest="num_probes", type=int, help="SLQ probes (default 10)")
     g.add_argument("--hessian-batch-size", dest="hessian_batch_size", type=int,
                    help="batch size for Hessian products (default 2048; same H, faster)")
+
+
+def _checkpoint_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint-dir", dest="checkpoint_dir", metavar="DIR",
+                   help="keep resumable state here (training epochs, SLQ steps): run the same "
+                        "command again to resume an interrupted run, to the same result")
+
+
+def _metric(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", help="held-out metric, higher is better: accuracy, neg_loss (minus the "
+                   "test loss), or package.module:function(model, data) -> float (default: accuracy "
+                   "with --loss cross_entropy, else neg_loss)")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
@@ -90,10 +108,12 @@ def _add_spectrum(sub: Any) -> None:
         epilog="examples:\n  phasetrans spectrum --checkpoint w.pt --out out/spec\n"
                "  phasetrans spectrum --model lenet --data mnist --data-root ~/data --num-steps 100 "
                "--checkpoint lenet.pt --json\n"
+               "  phasetrans spectrum --model mypkg.nets:make_net --checkpoint w.pt --checkpoint-dir ckpt\n"
                "  phasetrans spectrum --random-init --num-steps 30   # an untrained model, on purpose",
     )
     _common(p, random_init=True)
     _slq_options(p)
+    _checkpoint_dir(p)
     p.set_defaults(func=commands.cmd_spectrum)
 
 
@@ -105,11 +125,13 @@ def _add_predict(sub: Any) -> None:
                     "is trained first.",
         epilog="examples:\n  phasetrans predict --checkpoint w.pt --out out/pred\n"
                "  phasetrans predict --l1 1e-3 --epochs 30 --json\n"
-               "  phasetrans predict --config run.toml --eps 0.01",
+               "  phasetrans predict --config run.toml --eps 0.01\n"
+               "  phasetrans predict --l1 1e-3 --epochs 200 --checkpoint-dir ckpt  # rerun to resume",
     )
     _common(p, random_init=True)
     _slq_options(p)
     _train_options(p)
+    _checkpoint_dir(p)
     p.add_argument("--eps", type=float, help="loss tolerance (default: std of mini-batch losses)")
     p.add_argument("--negative", choices=_NEGATIVE, help="negative eigenvalues (default abs)")
     p.set_defaults(func=commands.cmd_predict)
@@ -127,6 +149,7 @@ def _add_sweep(sub: Any) -> None:
     _common(p, random_init=True)
     _train_options(p)
     _criterion_option(p)
+    _metric(p)
     p.add_argument("--sparsities", help="comma-separated sparsities in [0, 1]")
     p.add_argument("--num-points", dest="num_points", type=int, help="evenly spaced points in [0, 1] (default 21)")
     p.set_defaults(func=commands.cmd_sweep)
@@ -140,14 +163,17 @@ def _add_validate(sub: Any) -> None:
                     "curve, per-layer kept fractions; report.json and figures to --out.",
         epilog="examples:\n  phasetrans validate --checkpoint w.pt --out out/val\n"
                "  phasetrans validate --l1 1e-3 --epochs 30 --refit 50 --json\n"
-               "  phasetrans validate --config run.json --tolerance 0.005",
+               "  phasetrans validate --config run.json --tolerance 0.005\n"
+               "  phasetrans validate --model mypkg.nets:regressor --loss mse --checkpoint w.pt",
     )
     _common(p)
     _slq_options(p)
     _train_options(p)
+    _checkpoint_dir(p)
+    _metric(p)
     p.add_argument("--eps", type=float, help="loss tolerance (default: std of mini-batch losses)")
     p.add_argument("--negative", choices=_NEGATIVE, help="negative eigenvalues (default abs)")
-    p.add_argument("--tolerance", type=float, help="accuracy drop allowed at the threshold (default 0)")
+    p.add_argument("--tolerance", type=float, help="drop of the metric allowed at the threshold (default 0)")
     p.add_argument("--refit", type=int, help="also measure after this many re-fit steps on the kept support")
     p.add_argument("--resolution", type=float, help="sparsity grid step of the threshold search (default 1e-3)")
     _criterion_option(p)

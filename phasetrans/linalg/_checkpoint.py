@@ -63,12 +63,15 @@ def load_slq_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def run_with_checkpoints(lanczos: Lanczos, path: Any, meta: dict, state: dict | None,
-                         every: int, extra: dict) -> None:
+                         every: int, extra: dict, on_step: Any = None) -> None:
     """Run ``lanczos`` to the end, resuming from ``state`` when given, writing the checkpoint
     (rank 0, atomically) every ``every`` steps and at the end; ``extra`` (the probe group and
-    the finished groups' coefficients) is stored beside the Lanczos state."""
+    the finished groups' coefficients) is stored beside the Lanczos state. ``on_step()`` (a
+    progress bar's) is called after each step, and once per step already done on a resume."""
     if state is not None:
         lanczos.load(state)
+        for _ in range(lanczos.steps if on_step is not None else 0):
+            on_step()
 
     def save() -> None:
         if is_main_process():
@@ -78,6 +81,8 @@ def run_with_checkpoints(lanczos: Lanczos, path: Any, meta: dict, state: dict | 
     saved_at = lanczos.steps if state is not None else -1
     while not lanczos.done:
         lanczos.step()
+        if on_step is not None:
+            on_step()
         if lanczos.steps % every == 0 or lanczos.done:
             save()
             saved_at = lanczos.steps

@@ -16,6 +16,7 @@ import torch
 
 from .._checks import check_choice, check_int, check_seed
 from .._io import check_path
+from .._progress import progress_bar, resolve_progress
 from ..distributed import all_gather_list, run_on_main_process
 from ._checkpoint import load_slq_checkpoint, run_with_checkpoints, slq_meta
 from .density import SpectralDensity
@@ -37,6 +38,7 @@ def slq(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
     basis_bytes: int | None = None,
+    progress: bool | None = None,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019).
 
@@ -73,6 +75,9 @@ def slq(
     group after the other (same probes, same result to rounding; more data passes). Default: half
     of the available memory (``MemAvailable``, or the GPU's free memory). A budget below one
     probe's basis raises ``ValueError`` before anything is allocated.
+
+    ``progress``: a bar of the Lanczos steps on standard error (``None``: only when standard
+    error is a terminal; :mod:`phasetrans._progress`).
     """
     op = as_operator(H)
     num_steps = check_int(num_steps, "num_steps", minimum=1)
@@ -83,6 +88,7 @@ def slq(
     path = None if checkpoint is None else check_path(checkpoint, "checkpoint")
     if basis_bytes is not None:
         basis_bytes = check_int(basis_bytes, "basis_bytes", minimum=1)
+    show = resolve_progress(progress)
     group = probe_group_size(op, num_probes, num_steps, reorth, basis_bytes)
     Q0 = rademacher(op.dim, num_probes, seed, op.device) / math.sqrt(op.dim)
     with guard(op):
@@ -92,16 +98,19 @@ def slq(
             # data-parallel: every rank runs the same recurrence; rank 0 reads the checkpoint and
             # shares it (errors too, so no rank waits forever), and only rank 0 writes it
             state = run_on_main_process(lambda: load_slq_checkpoint(path, meta))
-        alphas, betas, lengths = _run_groups(op, Q0, num_steps, reorth, group, path, meta, state,
-                                             checkpoint_every)
+        groups = -(-num_probes // group)
+        with progress_bar(show, groups * min(num_steps, op.dim), "slq", "step") as bar:
+            alphas, betas, lengths = _run_groups(op, Q0, num_steps, reorth, group, path, meta,
+                                                 state, checkpoint_every, bar)
     return _quadrature(alphas, betas, lengths, num_steps, op.dim)
 
 
 def _run_groups(op: Operator, Q0: torch.Tensor, num_steps: int, reorth: Reorth, group: int,
-                path: Any, meta: dict | None, state: dict | None, every: int):
+                path: Any, meta: dict | None, state: dict | None, every: int, bar: Any = None):
     """The Lanczos coefficients ``(alphas, betas, lengths)`` of all probes (columns of ``Q0``),
     run in lock-step groups of ``group`` probes, one group after the other; with a checkpoint
-    ``path``, resumed from ``state`` (its group and the finished groups' coefficients)."""
+    ``path``, resumed from ``state`` (its group and the finished groups' coefficients); ``bar``
+    (a progress bar) advances by one per step."""
     num_probes = Q0.shape[1]
     alphas = torch.zeros(num_probes, min(num_steps, op.dim), dtype=_F64)
     betas = torch.zeros_like(alphas)
@@ -114,14 +123,20 @@ def _run_groups(op: Operator, Q0: torch.Tensor, num_steps: int, reorth: Reorth, 
     for lo in range(first, num_probes, group):
         hi = min(num_probes, lo + group)
         lanczos = Lanczos(op, Q0[:, lo:hi], num_steps, reorth, breakdown_tol(op))
+        if bar is not None:
+            bar.update(lo // group * lanczos.capacity - bar.n)  # the finished groups (a resume)
+        on_step = None if bar is None else (lambda: bar.update(1))
         if path is None:
-            lanczos.run(num_steps)
+            while not lanczos.done and lanczos.steps < num_steps:  # lanczos.run, step by step
+                lanczos.step()
+                if on_step is not None:
+                    on_step()
         else:
             run_with_checkpoints(lanczos, path, meta, state if lo == first else None,
                                  every, extra={
                                      "group_start": lo, "done_alphas": alphas[:lo].clone(),
                                      "done_betas": betas[:lo].clone(),
-                                     "done_lengths": lengths[:lo].clone()})
+                                     "done_lengths": lengths[:lo].clone()}, on_step=on_step)
         alphas[lo:hi] = lanczos.alphas
         betas[lo:hi] = lanczos.betas
         lengths[lo:hi] = lanczos.lengths

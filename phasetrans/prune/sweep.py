@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_callable, check_fraction, check_model, preserve_model
+from .._checks import check_callable, check_fraction, check_model, preserve_model
 from .._io import check_path, fsync_dir, open_regular
+from .._progress import progress_bar, resolve_progress
 from ..distributed import run_on_main_process
 from ..params import ParamSelection
 from .criteria import Criterion, CriterionLike, criterion_label, resolve_criterion
@@ -224,7 +225,7 @@ def sweep(
     refit_loss_fn: Callable | None = None,
     refit_data: Any = None,
     refit_lr: float = 1e-2,
-    progress: bool = False,
+    progress: bool | None = None,
     criterion: CriterionLike = "magnitude",
     data: Any = None,
     loss_fn: Callable | None = None,
@@ -241,7 +242,8 @@ def sweep(
     :func:`~phasetrans.prune.threshold.find_threshold`. ``criterion`` (with ``data``,
     ``loss_fn``, ``criterion_options``): what to prune, as in
     :func:`~phasetrans.prune.masks.criterion_masks`, prepared once before the grid (the header
-    then records its name and options). The model is unchanged.
+    then records its name and options). The model is unchanged. ``progress``: a bar of the
+    sparsities on standard error (``None``: only when standard error is a terminal).
     """
     check_model(model)
     check_callable(evaluate, "evaluate")
@@ -249,11 +251,10 @@ def sweep(
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")
     refit_fn = resolve_refit(refit, refit_loss_fn, refit_data, refit_lr)
     header = _header(grid, min_per_layer, params, refit, refit_lr, metadata)
-    check_bool(progress, "progress")
+    show = resolve_progress(progress)
     crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
     if crit is not None and path is not None:  # the default's header stays: old logs resume
         header = _with_criterion(header, crit, criterion_options)
-    from tqdm.auto import tqdm
 
     done: dict[int, float] = {}
     f = None
@@ -262,13 +263,16 @@ def sweep(
         done, f = _open_log(path, header)
     try:
         with preserve_model(model):
-            for i in tqdm(range(len(grid)), desc="sweep", disable=not progress, leave=False):
-                if i in done:
-                    continue
-                done[i] = pruned_metric(model, evaluate, grid[i], refit_fn, min_per_layer, params,
-                                        crit)
-                if f is not None:
-                    _append(f, {"index": i, "sparsity": grid[i], "metric": done[i]})
+            with progress_bar(show, len(grid), "sweep", "point") as bar:
+                bar.update(len(done))
+                for i in range(len(grid)):
+                    if i in done:
+                        continue
+                    done[i] = pruned_metric(model, evaluate, grid[i], refit_fn, min_per_layer,
+                                            params, crit)
+                    if f is not None:
+                        _append(f, {"index": i, "sparsity": grid[i], "metric": done[i]})
+                    bar.update(1)
     finally:
         if f is not None:
             f.close()

@@ -32,6 +32,7 @@ from .._checks import (
     check_model,
     preserve_model,
 )
+from .._progress import progress_bar, resolve_progress
 from ..evaluate import evaluate_loss
 from ..params import ParamSelection
 from .criteria import Criterion, CriterionLike, criterion_label, resolve_criterion
@@ -148,6 +149,7 @@ def find_threshold(
     data: Any = None,
     loss_fn: Callable | None = None,
     criterion_options: dict | None = None,
+    progress: bool | None = None,
 ) -> Threshold:
     """Largest sparsity at which one-shot global magnitude pruning (or ``criterion``) still holds.
 
@@ -164,7 +166,8 @@ def find_threshold(
     to prune, as in :func:`~phasetrans.prune.masks.criterion_masks`; prepared once, before the
     search (its name goes to ``extra["criterion"]``); OBS's weight update is part of each pruned
     model. The model is restored after every evaluation and comes back bit-for-bit.
-    Zhang et al., NeurIPS 2024 (THEORY §4).
+    Zhang et al., NeurIPS 2024 (THEORY §4). ``progress``: a bar of the evaluations (at most
+    ``max_evaluations``) on standard error (``None``: only when standard error is a terminal).
     """
     check_model(model)
     check_callable(evaluate, "evaluate")
@@ -180,8 +183,10 @@ def find_threshold(
     if baseline is not None:
         baseline = check_float(baseline, "baseline", allow_inf=False)
     crit = resolve_criterion(criterion, model, data, loss_fn, params, criterion_options)
+    bar = progress_bar(resolve_progress(progress), max_evaluations, "threshold", "eval")
+    evaluate = _counted(evaluate, bar)
 
-    with preserve_model(model):
+    with preserve_model(model), bar:
         metrics: dict[int, float] = {}
         evaluations = 0
         if baseline is None:
@@ -203,6 +208,17 @@ def find_threshold(
         found=best is not None,
         extra={} if crit is None else {"criterion": criterion_label(crit)},
     )
+
+
+def _counted(evaluate: Callable[[nn.Module], float], bar: Any) -> Callable[[nn.Module], float]:
+    """``evaluate`` advancing ``bar`` by one per call."""
+
+    def counted(m: nn.Module) -> float:
+        value = evaluate(m)
+        bar.update(1)
+        return value
+
+    return counted
 
 
 def find_loss_threshold(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from .._batches import as_batches
 from .._checks import check_float, check_model, preserve_model
 from .._io import atomic_write_text, to_jsonable
+from .._progress import resolve_progress
 from ..prune.criteria import resolve_criterion
 
 __all__ = ["Report", "layer_kept_fractions", "pruning_curve"]
@@ -58,7 +60,7 @@ def pruning_curve(
     test_data: Any,
     loss_fn: Callable | None = None,
     metric: Callable[[nn.Module], float] | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     criterion: Any = "magnitude",
     data: Any = None,
     criterion_options: dict | None = None,
@@ -69,7 +71,8 @@ def pruning_curve(
     training batches) with ``loss_fn``.
 
     Returns ``{"sparsity": [...], "accuracy": [...], "loss": [...]}`` sorted by sparsity
-    (``loss`` only with ``loss_fn``). The model comes back bit-for-bit.
+    (``loss`` only with ``loss_fn``). The model comes back bit-for-bit. ``progress``: a bar on
+    standard error (``None``: only when standard error is a terminal).
     """
     from ..evaluate import evaluate_accuracy, evaluate_loss
     from ..prune.masks import pruned
@@ -90,13 +93,14 @@ def pruning_curve(
         raise ValueError("sparsities must contain at least one value")
     evaluate = metric if metric is not None else (lambda m: evaluate_accuracy(m, batches))
     crit = resolve_criterion(criterion, model, data, loss_fn, None, criterion_options)
+    show = resolve_progress(progress)
     from tqdm.auto import tqdm
 
     out: dict[str, list[float]] = {"sparsity": [], "accuracy": []}
     if loss_fn is not None:
         out["loss"] = []
     with preserve_model(model):
-        for s in tqdm(grid, desc="curve", disable=not progress, leave=False):
+        for s in tqdm(grid, desc="curve", disable=not show, leave=False, file=sys.stderr):
             with pruned(model, s, criterion="magnitude" if crit is None else crit):
                 out["sparsity"].append(s)
                 out["accuracy"].append(float(evaluate(model)))
@@ -109,6 +113,15 @@ def _by_criterion(config: dict) -> str:
     """``"; criterion obs"`` when the report's pruning was not global magnitude, else ``""``."""
     name = config.get("criterion", "magnitude")
     return "" if name == "magnitude" else f"; criterion {name}"
+def _criterion(t: Any, name: str) -> str:
+    """The threshold's rule in words: "largest sparsity whose test accuracy is still >= 0.9720,
+    the dense model's" (with the tolerance: "... >= 0.9670 = dense 0.9720 − tolerance 0.005")."""
+    op = ">" if t.strict else ">="
+    if t.tolerance:
+        bar = f"{t.baseline - t.tolerance:.4f} = dense {t.baseline:.4f} − tolerance {t.tolerance:g}"
+    else:
+        bar = f"{t.baseline:.4f}, the dense model's"
+    return f"largest sparsity whose test {name} is still {op} {bar}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -218,12 +231,12 @@ class Report:
     def summary(self) -> str:
         """A few readable lines: predicted vs measured sparsity, dense metrics, timings."""
         p, t = self.prediction, self.threshold
+        name = self.config.get("metric", "accuracy")
         lines = [
             f"predicted critical sparsity  {p.sparsity:.4f}  (kinematic window "
             f"[{p.lower:.4f}, {p.upper:.4f}], D = {p.dim}, eps = {p.eps:.4g})",
-            f"measured one-shot threshold  {t.sparsity:.4f}  (test accuracy >= "
-            f"{t.baseline:.4f} − {t.tolerance:g}; {t.evaluations} evaluations"
-            f"{_by_criterion(self.config)})",
+            f"measured one-shot threshold  {t.sparsity:.4f}  ({_criterion(t, name)}; "
+            f"{t.evaluations} evaluations{_by_criterion(self.config)})",
             f"difference (pred − meas)     {100 * self.difference:+.2f} points"
             f"{'  (inside the window)' if self.within_window else ''}",
         ]
@@ -234,8 +247,9 @@ class Report:
                 f"loss criterion L(w^s) <= L(w*) + eps (train)  {self.loss_threshold.sparsity:.4f}"
             )
         d = self.dense
+        dense_metric = d.get("test_accuracy", d.get("test_metric", float("nan")))
         lines.append(
-            f"dense model: test accuracy {d.get('test_accuracy', float('nan')):.4f}, test loss "
+            f"dense model: test {name} {dense_metric:.4f}, test loss "
             f"{d.get('test_loss', float('nan')):.4g}, train loss {d.get('train_loss', float('nan')):.4g}"
         )
         collapsed = [n for n, v in self.layers.get("at_threshold", {}).items() if v["kept_fraction"] < 0.01]

@@ -49,6 +49,7 @@ from .._checks import (
     preserve_model,
 )
 from .._io import check_out_dir
+from .._progress import resolve_progress
 from .._timing import Stopwatch
 from ..distributed import is_main_process
 from ..prune.criteria import criterion_label, resolve_criterion
@@ -107,6 +108,8 @@ class _Run:
     predict_kwargs: dict
     criterion: Any = "magnitude"
     criterion_options: dict | None = None
+    metric: Callable[[nn.Module, Any], float] = None  # type: ignore[assignment]
+    metric_name: str = "accuracy"
 
     def config(self) -> dict:
         """The arguments as recorded in ``Report.config``."""
@@ -119,7 +122,13 @@ class _Run:
             "loss_criterion": self.loss_criterion,
             "train_kwargs": self.train_kwargs, "predict_kwargs": self.predict_kwargs,
             "criterion": criterion_label(self.criterion), "criterion_options": self.criterion_options,
+            "metric": self.metric_name,
         }
+
+    @property
+    def dense_key(self) -> str:
+        """The key of the dense test metric in ``Report.dense``."""
+        return "test_accuracy" if self.metric_name == "accuracy" else "test_metric"
 
 
 #: What :func:`validate` writes to ``out`` (checked before any work: none may be a folder).
@@ -129,7 +138,7 @@ OUT_FILES = ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png",
 def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes, seed,
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
              strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion="magnitude",
-             criterion_options=None, batch_fn=None) -> _Run:
+             criterion_options=None, batch_fn=None, metric="accuracy") -> _Run:
     """Every argument of :func:`validate` checked (in signature order), before any work."""
     from ..predict import predict_sparsity
     from ..train import train_l1
@@ -159,7 +168,7 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
     check_bool(inplace, "inplace")
     check_bool(loss_criterion, "loss_criterion")
     check_bool(strict, "strict")
-    check_bool(progress, "progress")
+    progress = resolve_progress(progress)
     curve_points = check_int(curve_points, "curve_points", minimum=0)
     if curve_points == 1:
         raise ValueError("curve_points must be 0 or at least 2 (it includes both ends 0 and 1)")
@@ -188,6 +197,7 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
         curve_points=curve_points, resolution=resolution, strict=strict, refit_lr=refit_lr,
         progress=progress, train_kwargs=train_kwargs, predict_kwargs=predict_kwargs,
         criterion=criterion, criterion_options=criterion_options,
+        **_check_metric(metric, loss_fn),
     )
 
 
@@ -216,6 +226,32 @@ def _check_criterion(criterion: Any, options: Any) -> tuple[Any, dict | None]:
     return criterion, options
 
 
+METRICS = ("accuracy", "neg_loss")
+
+
+def _check_metric(metric: Any, loss_fn: Callable) -> dict:
+    """``{"metric": metric(model, data) -> float, "metric_name": name}`` from ``metric``: a name
+    in :data:`METRICS` or a callable (its ``__name__`` is recorded)."""
+    from ..evaluate import evaluate_accuracy, evaluate_loss
+
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {list(METRICS)} or a callable "
+                             f"metric(model, data) -> float, got {metric!r}")
+        if metric == "accuracy":
+            return {"metric": evaluate_accuracy, "metric_name": "accuracy"}
+
+        def neg_loss(model: nn.Module, data: Any) -> float:
+            return -evaluate_loss(model, loss_fn, data)
+
+        return {"metric": neg_loss, "metric_name": "neg_loss"}
+    if not callable(metric):
+        raise TypeError(f"metric must be one of {list(METRICS)} or a callable "
+                        f"metric(model, data) -> float, got {type(metric).__name__}")
+    name = getattr(metric, "__name__", type(metric).__name__)
+    return {"metric": metric, "metric_name": name if name not in METRICS else f"{name} (callable)"}
+
+
 # ------------------------------------------------------------------------------------------
 # the stages
 # ------------------------------------------------------------------------------------------
@@ -231,11 +267,16 @@ def _train_copy(model: nn.Module, run: _Run) -> tuple[nn.Module, Any]:
 
 
 def _dense_eval(work: nn.Module, run: _Run) -> dict:
-    """Test accuracy, test loss and training loss of the unpruned model."""
+    """Test accuracy (``test_metric`` for another ``metric``), test loss and training loss of
+    the unpruned model."""
     from ..evaluate import evaluate_accuracy, evaluate_loss
 
+    if run.metric_name == "accuracy":
+        first = {"test_accuracy": evaluate_accuracy(work, run.test)}
+    else:
+        first = {"test_metric": _test_metric(run)(work)}
     return {
-        "test_accuracy": evaluate_accuracy(work, run.test),
+        **first,
         "test_loss": evaluate_loss(work, run.loss_fn, run.test),
         "train_loss": evaluate_loss(work, run.loss_fn, run.train),
     }
@@ -251,20 +292,21 @@ def _predict(work: nn.Module, run: _Run) -> Any:
     if eps is None and run.hessian_given:
         eps = estimate_eps(work, run.loss_fn, run.train)
         eps_source = "batch_loss_std"
+    kwargs = {"progress": run.progress, **run.predict_kwargs}
     prediction = predict_sparsity(work, run.loss_fn, run.hessian, eps=eps, num_steps=run.num_steps,
-                                  num_probes=run.num_probes, seed=run.seed, **run.predict_kwargs)
+                                  num_probes=run.num_probes, seed=run.seed, **kwargs)
     if eps_source != "user":
         prediction = dataclasses.replace(prediction, eps_source=eps_source)
     return prediction
 
 
-def _test_accuracy(run: _Run) -> Callable[[nn.Module], float]:
-    from ..evaluate import evaluate_accuracy
+def _test_metric(run: _Run) -> Callable[[nn.Module], float]:
+    """``model -> metric(model, test data)`` (test accuracy by default), as a float."""
 
-    def test_accuracy(m: nn.Module) -> float:
-        return evaluate_accuracy(m, run.test)
+    def test_metric(m: nn.Module) -> float:
+        return float(run.metric(m, run.test))
 
-    return test_accuracy
+    return test_metric
 
 
 def _criterion(work: nn.Module, run: _Run) -> Any:
@@ -280,12 +322,12 @@ def _by(crit: Any) -> Any:
 
 
 def _threshold(work: nn.Module, run: _Run, dense: dict, crit: Any = None) -> Any:
-    """One-shot threshold on test accuracy (``>= dense − tolerance``)."""
+    """One-shot threshold on the test metric (``>= dense − tolerance``)."""
     from ..prune.threshold import find_threshold
 
-    return find_threshold(work, _test_accuracy(run), baseline=dense["test_accuracy"],
+    return find_threshold(work, _test_metric(run), baseline=dense[run.dense_key],
                           tolerance=run.tolerance, resolution=run.resolution, strict=run.strict,
-                          criterion=_by(crit))
+                          criterion=_by(crit), progress=run.progress)
 
 
 def _refit_threshold(work: nn.Module, run: _Run, dense: dict, crit: Any = None) -> Any:
@@ -293,9 +335,9 @@ def _refit_threshold(work: nn.Module, run: _Run, dense: dict, crit: Any = None) 
     from ..prune.threshold import find_threshold
 
     return find_threshold(
-        work, _test_accuracy(run), baseline=dense["test_accuracy"], tolerance=run.tolerance,
+        work, _test_metric(run), baseline=dense[run.dense_key], tolerance=run.tolerance,
         resolution=run.resolution, strict=run.strict, refit=run.refit, refit_loss_fn=run.loss_fn,
-        refit_data=run.train, refit_lr=run.refit_lr, criterion=_by(crit),
+        refit_data=run.train, refit_lr=run.refit_lr, criterion=_by(crit), progress=run.progress,
     )
 
 
@@ -304,17 +346,20 @@ def _loss_threshold(work: nn.Module, run: _Run, eps: float, crit: Any = None) ->
     from ..prune.threshold import find_loss_threshold
 
     return find_loss_threshold(work, run.loss_fn, run.train, eps, resolution=run.resolution,
-                               criterion=_by(crit))
+                               criterion=_by(crit), progress=run.progress)
 
 
 def _curve(work: nn.Module, run: _Run, threshold: Any, prediction: Any, crit: Any = None) -> dict:
-    """Accuracy and loss at the points the threshold search evaluated, ``curve_points`` evenly
+    """The test metric (under the key ``accuracy``, whatever ``metric`` is: the figures read it
+    there) and the test loss at the points the threshold search evaluated, ``curve_points`` evenly
     spaced sparsities, and the prediction with its window."""
     grid = [s for s, _ in threshold.points]
     if run.curve_points:
         grid += list(np.linspace(0.0, 1.0, run.curve_points))
     grid += [prediction.sparsity, prediction.lower, prediction.upper]
-    return pruning_curve(work, grid, run.test, loss_fn=run.loss_fn, criterion=_by(crit))
+    metric = None if run.metric_name == "accuracy" else _test_metric(run)
+    return pruning_curve(work, grid, run.test, loss_fn=run.loss_fn, metric=metric,
+                         progress=run.progress, criterion=_by(crit))
 
 
 def _layers(work: nn.Module, threshold: Any, prediction: Any, crit: Any = None) -> dict:
@@ -369,12 +414,13 @@ def validate(
     resolution: float = 1e-3,
     strict: bool = False,
     refit_lr: float = 1e-2,
-    progress: bool = False,
+    progress: bool | None = None,
     train_kwargs: dict | None = None,
     predict_kwargs: dict | None = None,
     criterion: Any = "magnitude",
     criterion_options: dict | None = None,
     batch_fn: Callable | None = None,
+    metric: str | Callable[[nn.Module, Any], float] = "accuracy",
 ) -> Report:
     """Train (optionally), predict, prune, compare: the whole check on one model.
 
@@ -402,8 +448,18 @@ def validate(
         ``None`` or a number of SGD steps: also measure the threshold after re-fitting each pruned
         model on its kept support (THEORY §4; step size ``refit_lr``).
     tolerance, resolution, strict
-        The threshold criterion (:func:`~phasetrans.find_threshold`): holds when test accuracy
+        The threshold criterion (:func:`~phasetrans.find_threshold`): holds when the test metric
         ``>= dense − tolerance`` (``strict``: ``>``), on the grid of step ``resolution``.
+    metric
+        The held-out metric, higher is better: ``"accuracy"`` (default, classification),
+        ``"neg_loss"`` (``−loss_fn`` on ``test_data``: regression) or a callable
+        ``metric(model, test_batches) -> float``. With another metric than accuracy,
+        ``report.dense["test_metric"]`` holds its dense value, ``report.config["metric"]`` its
+        name, and ``report.curve["accuracy"]`` its values along the curve.
+    progress
+        Bars of the long stages (training epochs, SLQ steps, trace products, threshold
+        evaluations, curve) on standard error; ``None`` (default): only when standard error is a
+        terminal (:mod:`phasetrans._progress`).
     loss_criterion
         Also measure the largest ``s`` with ``L_train(w^(s)) <= L_train(w*) + eps``.
     curve_points
@@ -431,14 +487,14 @@ def validate(
 
     Returns a :class:`Report` (``timings``: seconds per stage, and ``total``).
 
-    (Over 80 lines only for its signature and the documentation of its 27 parameters: the body
+    (Over 80 lines only for its signature and the documentation of its 28 parameters: the body
     is the list of stages above, one line each.)
     """
     clock = Stopwatch()
     run = _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes,
                    seed, out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points,
                    resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion,
-                   criterion_options, batch_fn)
+                   criterion_options, batch_fn, metric)
     with preserve_model(model) if not run.inplace else contextlib.nullcontext():
         work, history = model, None
         if run.l1 is not None:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..._checks import check_choice
+from ..._progress import progress_bar, resolve_progress
 from ..density import Estimate
-from ..operator import as_operator
+from ..operator import Operator, as_operator
 from .hutchinson import hutchinson
 from .hutchpp import hutchpp
 from .xtrace import xtrace, xtrace_estimates
@@ -34,6 +35,7 @@ def trace(
     num_matvecs: int = 100,
     seed: int = 0,
     block_size: int | None = None,
+    progress: bool | None = None,
 ) -> Estimate:
     """Randomised trace estimate of ``H`` with ``num_matvecs`` products, Rademacher test vectors.
 
@@ -48,7 +50,30 @@ def trace(
 
     Products are taken ``block_size`` columns at a time (default: all at once, one data pass per
     stage: one for Hutchinson, two for Hutch++ and XTrace).
+
+    ``progress``: a bar of the products (columns) on standard error (``None``: only when
+    standard error is a terminal); the products and the estimate are the same either way.
     """
     op = as_operator(H)
     method = check_choice(method, "method", tuple(ESTIMATORS))
-    return ESTIMATORS[method](op, num_matvecs=num_matvecs, seed=seed, block_size=block_size)
+    show = resolve_progress(progress)
+    if not show:
+        return ESTIMATORS[method](op, num_matvecs=num_matvecs, seed=seed, block_size=block_size)
+    with progress_bar(True, num_matvecs if isinstance(num_matvecs, int) else None,
+                      f"trace ({method})", "product") as bar:
+        return ESTIMATORS[method](_Counted(op, bar), num_matvecs=num_matvecs, seed=seed,
+                                  block_size=block_size)
+
+
+class _Counted(Operator):
+    """``op`` whose products advance ``bar`` by their number of columns (same products)."""
+
+    def __init__(self, op: Operator, bar: Any):
+        self.op, self.bar = op, bar
+        self.dim, self.dtype, self.device = op.dim, op.dtype, op.device
+        self.model = getattr(op, "model", None)  # guard() preserves it, as for op itself
+
+    def _product(self, v: Any) -> Any:
+        out = self.op._product(v)
+        self.bar.update(1 if v.dim() == 1 else int(v.shape[1]))
+        return out
