@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._checks import check_fraction, check_model
+from ._checks import check_fraction, check_materialised, check_model
 
 __all__ = [
     "PRUNABLE_LAYER_TYPES",
@@ -39,18 +39,46 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The prunable weights of ``model``, ``{qualified name: Parameter}`` in module order.
 
     The weight of every ``nn.Linear`` and ``nn.Conv{1,2,3}d`` (subclasses included). Shared
-    weights appear once, under their first name.
+    weights appear once, under their first name. A layer whose ``weight`` is computed rather than
+    a parameter (``torch.nn.utils.parametrize``: ``weight_norm``, ``spectral_norm``, orthogonal;
+    the hook-based ``torch.nn.utils.weight_norm``; ``torch.nn.utils.prune``'s
+    ``weight_orig``/``weight_mask``) raises ``ValueError`` naming the layer: its magnitudes and
+    its Hessian are not those of one tensor of free weights, and leaving it out would silently
+    shrink ``D``. Remove the parametrisation first (``parametrize.remove_parametrizations``,
+    ``remove_weight_norm``, ``prune.remove``), or pass ``params`` as a list of parameter names.
     """
     check_model(model)
     found: dict[str, nn.Parameter] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         if isinstance(module, PRUNABLE_LAYER_TYPES):
+            _check_plain_weight(module_name, module)
             weight = getattr(module, "weight", None)
             if isinstance(weight, nn.Parameter) and id(weight) not in seen:
                 seen.add(id(weight))
                 found[f"{module_name}.weight" if module_name else "weight"] = weight
     return found
+
+
+def _check_plain_weight(module_name: str, module: nn.Module) -> None:
+    """``ValueError`` when a prunable layer's ``weight`` is not a plain ``nn.Parameter``."""
+    from torch.nn.utils import parametrize
+
+    kind = None
+    if parametrize.is_parametrized(module, "weight"):
+        kind = ("a torch.nn.utils.parametrize parametrisation (weight_norm, spectral_norm, ...); "
+                "remove it with torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight')")
+    elif "weight" not in module._parameters and module.__dict__.get("weight") is not None:
+        if "weight_orig" in module._parameters:
+            kind = "torch.nn.utils.prune's weight_orig/weight_mask; make it plain with prune.remove(layer, 'weight')"
+        else:
+            kind = ("a weight computed from other parameters (e.g. torch.nn.utils.weight_norm's "
+                    "weight_g/weight_v); make it a plain parameter first (remove_weight_norm)")
+    if kind is not None:
+        raise ValueError(
+            f"model: layer {module_name or '(root)'!r} ({type(module).__name__}) has a weight "
+            f"that is not a plain parameter but {kind}; or pass params as a list of parameter names"
+        )
 
 
 def select_parameters(
@@ -61,7 +89,7 @@ def select_parameters(
     ``params``: ``None`` (the prunable weights), ``"all"`` (every floating parameter), or a
     sequence of parameter names of ``model``.
     """
-    check_model(model)
+    check_materialised(check_model(model))
     named = dict(model.named_parameters())
     if params is None:
         names = list(prunable_parameters(model))

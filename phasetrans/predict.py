@@ -76,7 +76,9 @@ def estimate_eps(model: nn.Module, loss_fn: Any, data: Any, params: ParamSelecti
                  batchnorm: BatchNormMode = "eval") -> float:
     """The default loss tolerance ε: :func:`batch_loss_std` of the mini-batch training losses at
     the current weights, batches as given by ``data`` (forward passes only; data-parallel when
-    ``torch.distributed`` is initialised). The model is unchanged."""
+    ``torch.distributed`` is initialised). The model is unchanged. A shuffling DataLoader is
+    read in one fixed order (CPU RNG forked and seeded with 0, the loader's own generator put
+    back after: :class:`~phasetrans._batches.FixedOrder`), so repeated calls give the same ε."""
     with preserve_model(check_model(model)):
         return _eps_from_operator(HessianOperator(model, loss_fn, data, params=params, batchnorm=batchnorm))[0]
 
@@ -256,7 +258,10 @@ def predict_sparsity(
     :func:`batch_loss_std`). ``zero_mass``: a number in [0, 1) or ``"estimate"``
     (:func:`estimate_zero_mass`, ``zero_mass_rows`` rows). ``trace_method``: ``"hutchinson"``,
     ``"hutch++"``, ``"xtrace"`` (``trace_matvecs`` products) for the reported trace bound, or
-    ``None`` (trace from the spectrum). The model comes back bit-for-bit unchanged.
+    ``None`` (trace from the spectrum). The model comes back bit-for-bit unchanged. Every pass
+    over ``data`` reads the same batches, also from a shuffling DataLoader (``drop_last``
+    included), so ``H`` is one fixed matrix and ε, and so the prediction, are the same on every
+    call (:class:`~phasetrans.HessianOperator`).
     """
     clock = Stopwatch()
     cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,
