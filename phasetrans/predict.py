@@ -20,6 +20,7 @@ from ._checks import check_choice, check_float, check_int, check_model, check_se
 from ._io import to_jsonable
 from ._timing import Stopwatch
 from .linalg.hessian import BatchNormMode, HessianOperator
+from .linalg.memory import check_fits
 from .linalg.operator import as_operator
 from .linalg.trace import TraceMethod
 from .params import ParamSelection, pruned_count
@@ -115,6 +116,7 @@ def estimate_zero_mass(H: Any, weights: Any = None, num_rows: int = 100, thresho
     """
     op = as_operator(H)
     num_rows = check_int(num_rows, "num_rows", minimum=1)
+    check_fits(num_rows * (8 * 4 + 8 * 8), f"{num_rows} sampled rows", "num_rows", op.device)
     chunk = check_int(chunk, "chunk", minimum=1)
     threshold = check_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
     if weights is None:

@@ -37,7 +37,7 @@ from ._checks import (
 )
 from ._io import atomic_torch_save, check_path
 from .distributed import all_gather_list, is_main_process
-from .linalg._checkpoint import data_hints, loss_rtol, open_checkpoint, seal, update_digest
+from .linalg._checkpoint import data_hints, digest_batch, loss_rtol, open_checkpoint, seal
 from .params import ParamSelection, check_masks, select_parameters
 
 __all__ = [
@@ -189,7 +189,7 @@ def _data_fingerprint(model: nn.Module, loss_fn: Callable, run: _Run) -> tuple[s
     with preserve_model(model), torch.no_grad(), FixedOrder(run.batches)():
         model.eval()
         for index, (inputs, targets) in enumerate(run.batches):
-            update_digest(h, [batch_size(inputs), inputs, targets])
+            digest_batch(h, index, batch_size(inputs), inputs, targets)
             inputs, targets = move_batch(inputs, targets, run.device, run.dtype)
             loss = check_scalar_loss(loss_fn(model(inputs), targets), where=f"at batch {index}")
             losses.append(float(loss.detach()))

@@ -629,6 +629,7 @@ BAD_INPUTS_ISSUE16 = [
     row("slq", "seed=2**64", lambda: _huge_request(seed=2**64), ValueError, "seed must be <= 18446744073709551615"),
     row("trace", "num_matvecs=10**12", lambda: pt.trace(sym(), num_matvecs=10**12), ValueError, "num_matvecs: .* available memory"),
     row("trace", "num_matvecs=10**12 (hutch++)", lambda: pt.trace(sym(), method="hutch++", num_matvecs=10**12), ValueError, "num_matvecs"),
+    row("estimate_zero_mass", "num_rows=10**13", lambda: pt.estimate_zero_mass(sym(), weights=torch.ones(10), num_rows=10**13), ValueError, "num_rows: .* available memory"),
     row("find_threshold", "resolution=5e-324", lambda: pt.find_threshold(mlp(), acc, resolution=5e-324), ValueError, "resolution must be >= 1e-09"),
     row("validate", "resolution=5e-324", lambda: pt.validate(mlp(), LOSS, DATA, DATA, resolution=5e-324), ValueError, "resolution"),
     row("HessianOperator", "meta-device model", lambda: pt.HessianOperator(mlp().to("meta"), LOSS, DATA), ValueError, "model: '0.weight' is on the meta device"),

@@ -27,7 +27,7 @@ from .lanczos import Lanczos
 from .operator import Operator
 
 __all__ = [
-    "SLQ_KIND", "digest", "update_digest", "seal", "open_checkpoint", "operator_fingerprint",
+    "SLQ_KIND", "digest", "digest_batch", "update_digest", "seal", "open_checkpoint", "operator_fingerprint",
     "slq_meta", "load_slq_checkpoint", "run_with_checkpoints", "loss_rtol", "data_hints",
 ]
 
@@ -60,6 +60,16 @@ def update_digest(h: Any, obj: Any) -> None:
         h.update(f"{type(obj).__name__}:{obj!r};".encode())
     else:
         raise TypeError(f"cannot fingerprint a {type(obj).__name__}")
+
+
+def digest_batch(h: Any, index: int, size: int, inputs: Any, targets: Any) -> None:
+    """:func:`update_digest` of one data batch; ``TypeError`` naming the batch when it holds
+    something that cannot be fingerprinted (only tensors, numbers, strings and containers)."""
+    try:
+        update_digest(h, [size, inputs, targets])
+    except TypeError as exc:
+        raise TypeError(f"data: batch {index} cannot be fingerprinted for the checkpoint ({exc}); "
+                        f"batches must hold tensors, numbers or strings") from None
 
 
 def digest(obj: Any) -> str:

@@ -23,7 +23,7 @@ from torch.func import grad_and_value, jvp, vmap
 from .._batches import FixedOrder, as_batches, batch_size, move_batch
 from .._checks import check_callable, check_choice, check_int, check_model, model_device_dtype
 from ..params import select_parameters
-from ._checkpoint import update_digest
+from ._checkpoint import digest_batch
 from ._empirical_risk import (
     BatchNormMode,
     batch_loss,
@@ -379,7 +379,7 @@ class HessianOperator(Operator):
         losses = []
         with self._modes(), torch.no_grad():
             for index, (inputs, targets) in enumerate(self.data):
-                update_digest(h, [batch_size(inputs), inputs, targets])
+                digest_batch(h, index, batch_size(inputs), inputs, targets)
                 inputs, targets = move_batch(inputs, targets, self.device, self.dtype)
                 loss = self._loss(params, fixed, inputs, targets)
                 check_batch_loss(loss, index)
