@@ -12,12 +12,14 @@ dimension of ``inputs``), so an uneven last batch is counted exactly.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["Batches", "as_batches", "move_batch", "batch_size", "call_model", "model_args"]
+__all__ = ["Batches", "as_batches", "move_batch", "batch_size", "call_model", "model_args",
+           "FixedOrder"]
 
 
 def batch_size(inputs: Any) -> int:
@@ -120,6 +122,13 @@ class Batches:
                     f"{self.name}: batch {index} must be an (inputs, targets) pair, got "
                     f"{type(batch).__name__}"
                 )
+            if len(batch) > 2:
+                raise ValueError(
+                    f"{self.name}: batch {index} has {len(batch)} elements; phasetrans takes "
+                    f"(inputs, targets) pairs and would drop the rest (e.g. sample weights, "
+                    f"which would change the loss): fold them into targets and loss_fn, or pass "
+                    f"multiple inputs as one tuple: ((x1, x2), targets)"
+                )
             inputs, targets = batch[0], batch[1]
             if batch_size(inputs) == 0:
                 continue
@@ -171,3 +180,47 @@ def call_model(model: Any, inputs: Any) -> Any:
     """``model(inputs)``, ``model(*inputs)`` for a tuple/list, ``model(**inputs)`` for a dict."""
     args, kwargs = model_args(inputs)
     return model(*args, **kwargs)
+
+
+def _loader_generators(source: Any) -> list[torch.Generator]:
+    """The ``torch.Generator`` objects a DataLoader draws its order from: its own ``generator``
+    and its sampler's / batch sampler's (each once)."""
+    found: list[torch.Generator] = []
+    sampler = getattr(source, "sampler", None)
+    batch_sampler = getattr(source, "batch_sampler", None)
+    for owner in (source, sampler, batch_sampler, getattr(batch_sampler, "sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not h for h in found):
+            found.append(g)
+    return found
+
+
+class FixedOrder:
+    """Every pass over ``data`` sees the same batches, also from a shuffling DataLoader.
+
+    Each pass runs under a forked CPU RNG seeded with ``seed`` (a DataLoader without its own
+    ``generator`` draws its order, and its workers' seeds, from the global CPU generator), and
+    the loader's own generators (``loader.generator``, the sampler's) are set to the state they
+    had when this object was made; after the pass the global RNG and those generators are put
+    back as they were, so the caller's random streams do not move. Random augmentation drawn
+    from the global RNG in the main process is frozen the same way (in worker processes it is
+    seeded from the fixed base seed too)."""
+
+    def __init__(self, data: Any, seed: int = 0):
+        source = data._source if isinstance(data, Batches) else data
+        self.generators = _loader_generators(source)
+        self.states = [g.get_state() for g in self.generators]
+        self.seed = seed
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        current = [g.get_state() for g in self.generators]
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.seed)
+            for g, state in zip(self.generators, self.states):
+                g.set_state(state)
+            try:
+                yield
+            finally:
+                for g, state in zip(self.generators, current):
+                    g.set_state(state)

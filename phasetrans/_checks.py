@@ -33,6 +33,8 @@ __all__ = [
     "preserve_model",
     "model_fingerprint",
     "model_device_dtype",
+    "check_materialised",
+    "MAX_SEED",
 ]
 
 
@@ -68,7 +70,8 @@ def check_float(
     ``strict_minimum=True`` makes the lower bound exclusive (``value > minimum``).
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        if (isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex()
+                and value.dtype != torch.bool):
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
@@ -113,9 +116,13 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+#: The largest seed a ``torch.Generator`` accepts (``manual_seed`` takes 64-bit unsigned seeds).
+MAX_SEED = 2**64 - 1
+
+
 def check_seed(seed: Any, name: str = "seed") -> int:
-    """A non-negative integer seed."""
-    return check_int(seed, name, minimum=0)
+    """A non-negative integer seed below ``2**64`` (what ``torch.Generator.manual_seed`` takes)."""
+    return check_int(seed, name, minimum=0, maximum=MAX_SEED)
 
 
 def check_float_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
@@ -146,8 +153,23 @@ def check_scalar_loss(loss: Any, name: str = "loss_fn", where: str = "") -> torc
     return loss
 
 
+def check_materialised(model: nn.Module, name: str = "model") -> nn.Module:
+    """``ValueError`` when a parameter or buffer of ``model`` is on the ``meta`` device (shapes
+    without values: nothing can be computed from them)."""
+    for n, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.device.type == "meta":
+            raise ValueError(
+                f"{name}: {n!r} is on the meta device (it has a shape but no values); "
+                f"materialise the model first, e.g. model.to_empty(device='cpu') and "
+                f"load_state_dict(...)"
+            )
+    return model
+
+
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's first floating parameter (CPU/float32 if none)."""
+    """Device and floating dtype of the model's first floating parameter (CPU/float32 if none);
+    ``ValueError`` for a model on the meta device (:func:`check_materialised`)."""
+    check_materialised(model)
     for p in model.parameters():
         if p.is_floating_point():
             return p.device, p.dtype
@@ -157,10 +179,32 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+def _structure(model: nn.Module) -> list[tuple]:
+    """What the values do not show: every submodule's name and class, its parameter and buffer
+    slots (``None`` where a slot holds ``None``), and the number of hooks of each kind (forward,
+    pre-forward, backward, state-dict ...) registered on it. No object identities, so that two
+    models built alike have equal fingerprints (a submodule swapped for an equal one of the same
+    class is not seen: it computes the same)."""
+    out = []
+    for name, m in model.named_modules(remove_duplicate=False):
+        hooks = tuple(
+            (k, len(v)) for k, v in sorted(vars(m).items()) if k.endswith("hooks") and isinstance(v, dict)
+        )
+        out.append((
+            name, type(m).__qualname__, hooks,
+            tuple((k, p is None) for k, p in m._parameters.items()),
+            tuple((k, b is None) for k, b in m._buffers.items()),
+        ))
+    return out
+
+
 def model_fingerprint(model: nn.Module) -> dict[str, Any]:
     """A copy of everything :func:`preserve_model` promises to keep: for tests and assertions.
 
-    Compare two fingerprints with :func:`fingerprints_equal` (bitwise, NaN-safe).
+    Values (parameters, gradients, buffers: bits, dtype, shape, device), ``requires_grad``, every
+    submodule's mode, and the structure (:func:`_structure`: submodules, which parameter and buffer
+    objects fill each slot, the hooks). Compare two fingerprints of one model with
+    :func:`fingerprints_equal` (bitwise, NaN-safe).
     """
     check_model(model)
     return {
@@ -172,6 +216,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
         "training": {n: m.training for n, m in model.named_modules()},
+        "structure": _structure(model),
     }
 
 
@@ -192,8 +237,8 @@ def _bitwise_equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
 
 def fingerprints_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """True when two :func:`model_fingerprint` results are bit-for-bit identical."""
-    for key in ("requires_grad", "training"):
-        if a[key] != b[key]:
+    for key in ("requires_grad", "training", "structure"):
+        if a.get(key) != b.get(key):
             return False
     for key in ("params", "grads", "buffers"):
         if a[key].keys() != b[key].keys():
@@ -219,26 +264,78 @@ def snapshot_grads_and_modes(model: nn.Module) -> Callable[[], None]:
     return restore
 
 
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` view the same memory the same way (``p.data`` is a new object each time)."""
+    return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.dtype == b.dtype
+            and a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
+            and a.storage_offset() == b.storage_offset())
+
+
+class _ModuleState:
+    """One submodule's own state, enough to undo what a callback may do to it: its class (a
+    parametrisation swaps it), its attribute dict, and a shallow copy of each dict/set in it
+    (``_parameters``, ``_buffers``, ``_modules``, the hook dicts, the non-persistent buffer set),
+    since those are mutated in place by ``register_parameter``, ``del m.bias``, ``m[0] = ...``,
+    ``register_forward_hook`` ...; plus, per parameter object, its ``.data`` tensor, a copy of
+    its values, its ``.grad`` and ``requires_grad``, and per buffer object a copy of its values."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.cls = module.__class__
+        self.attrs = dict(vars(module))
+        self.inner = {k: v.copy() for k, v in self.attrs.items() if isinstance(v, (dict, set))}
+        self.params = [
+            (p, p.data, p.detach().clone(), None if p.grad is None else p.grad.detach().clone(),
+             p.requires_grad)
+            for p in module._parameters.values() if p is not None
+        ]
+        self.buffers = [(b, b.detach().clone()) for b in module._buffers.values() if b is not None]
+
+    def restore_structure(self) -> None:
+        m = self.module
+        if m.__class__ is not self.cls:
+            m.__class__ = self.cls
+        attrs = vars(m)
+        attrs.clear()
+        attrs.update(self.attrs)
+        for k, v in self.inner.items():
+            attrs[k].clear()
+            attrs[k].update(v)
+
+    def restore_values(self) -> None:
+        for p, data, values, grad, requires_grad in self.params:
+            if not _same_tensor(p.data, data):
+                p.data = data  # a callback replaced .data (a dtype cast, another tensor)
+            if not _bitwise_equal(p.data, values):
+                p.data.copy_(values)
+            p.grad = grad
+            p.requires_grad_(requires_grad)
+        for b, values in self.buffers:
+            if b.shape != values.shape or b.dtype != values.dtype or b.device != values.device:
+                b.data = values
+            elif not _bitwise_equal(b, values):
+                b.copy_(values)
+
+
 @contextlib.contextmanager
 def preserve_model(model: nn.Module) -> Iterator[nn.Module]:
     """Run a block on ``model`` and put it back bit-for-bit afterwards, also on exceptions.
 
     Restores parameter values (in place, so the ``Parameter`` objects users hold stay valid),
-    gradients, buffers, ``requires_grad`` flags and each submodule's train/eval mode.
+    gradients, buffers, ``requires_grad`` flags and each submodule's train/eval mode; and the
+    structure: a parameter, buffer, submodule or plain attribute added by the block is removed,
+    one deleted or swapped is put back (the original object), a dtype or device cast is undone,
+    hooks registered by the block are removed and a parametrisation registered by it is undone
+    (the submodule's class and attribute dict are restored). Global hooks (``torch.nn.modules.
+    module.register_module_forward_hook``) are outside the model and are not tracked.
     """
-    saved = model_fingerprint(model)
+    check_model(model)
+    states = [_ModuleState(m) for m in model.modules()]
     try:
         yield model
     finally:
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                if not _bitwise_equal(p.data, saved["params"][n]):
-                    p.data.copy_(saved["params"][n])
-                p.grad = saved["grads"][n]
-                p.requires_grad_(saved["requires_grad"][n])
-            for n, b in model.named_buffers():
-                if n in saved["buffers"] and not _bitwise_equal(b, saved["buffers"][n]):
-                    b.copy_(saved["buffers"][n])
-        for n, m in model.named_modules():
-            if n in saved["training"]:
-                m.training = saved["training"][n]
+            for state in states:
+                state.restore_structure()
+            for state in states:
+                state.restore_values()

@@ -26,6 +26,7 @@ __all__ = [
     "all_gather_list",
     "broadcast_object",
     "run_on_main_process",
+    "check_ranks_agree",
 ]
 
 
@@ -121,3 +122,28 @@ def run_on_main_process(fn: Any, errors: tuple[type[BaseException], ...] = (OSEr
     if error is not None:
         raise error
     return result
+
+
+def check_ranks_agree(values: dict[str, Any], where: str) -> None:
+    """``ValueError`` on every rank when the ranks' ``values`` differ (e.g. the estimator's
+    settings and a fingerprint of the weights): data-parallel products average whatever each
+    rank computes, so ranks that disagree would silently give a mixture. One
+    ``all_gather_object`` of the small dict; a no-op when not distributed."""
+    if not is_distributed():
+        return
+    gathered: list = [None] * get_world_size()
+    torch.distributed.all_gather_object(gathered, dict(values))
+    keys = sorted({k for g in gathered for k in g})
+    diff = [k for k in keys if any(g.get(k) != gathered[0].get(k) for g in gathered)]
+    if diff:
+        detail = "; ".join(f"{k}: " + ", ".join(f"rank {r} {_short(g.get(k))}"
+                                                for r, g in enumerate(gathered)) for k in diff)
+        raise ValueError(
+            f"{where}: the ranks of the data-parallel run disagree ({detail}); every rank must "
+            f"pass the same model weights and the same arguments (only the data shard differs)"
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._checks import check_fraction, check_model
+from ._checks import check_fraction, check_materialised, check_model
 
 __all__ = [
     "PRUNABLE_LAYER_TYPES",
@@ -118,12 +118,36 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
         pruned_by_torch = torch_prune_hooks(module)
         prefix = f"{module_name}." if module_name else ""
         for attr in attributes:
+            if attr not in pruned_by_torch:
+                _check_plain_weight(module_name, module, attr)
             key = f"{attr}_orig" if attr in pruned_by_torch else attr
             weight = module._parameters.get(key)
             if isinstance(weight, nn.Parameter) and id(weight) not in seen:
                 seen.add(id(weight))
                 found[prefix + key] = weight
     return found
+
+
+def _check_plain_weight(module_name: str, module: nn.Module, attr: str) -> None:
+    """``ValueError`` when a prunable tensor is computed rather than a parameter
+    (``torch.nn.utils.parametrize``: ``weight_norm``, ``spectral_norm``, orthogonal; the
+    hook-based ``torch.nn.utils.weight_norm``): its magnitudes and its Hessian are not those of
+    one tensor of free weights, and leaving it out would silently shrink ``D``.
+    (``torch.nn.utils.prune``'s ``weight_orig``/``weight_mask`` is read as masked instead.)"""
+    from torch.nn.utils import parametrize
+
+    kind = None
+    if parametrize.is_parametrized(module, attr):
+        kind = ("a torch.nn.utils.parametrize parametrisation (weight_norm, spectral_norm, ...); "
+                f"remove it with torch.nn.utils.parametrize.remove_parametrizations(layer, {attr!r})")
+    elif attr not in module._parameters and module.__dict__.get(attr) is not None:
+        kind = ("a tensor computed from other parameters (e.g. torch.nn.utils.weight_norm's "
+                "weight_g/weight_v); make it a plain parameter first (remove_weight_norm)")
+    if kind is not None:
+        raise ValueError(
+            f"model: layer {module_name or '(root)'!r} ({type(module).__name__}) has a {attr} "
+            f"that is not a plain parameter but {kind}; or pass params as a list of parameter names"
+        )
 
 
 def torch_pruned_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -167,7 +191,7 @@ def select_parameters(
     (a shared parameter under its first name). A name or Parameter listed twice is a
     ``ValueError``; modules that overlap (tied weights) are merged.
     """
-    check_model(model)
+    check_materialised(check_model(model))
     named = dict(model.named_parameters())
     if params is None:
         names = list(prunable_parameters(model))

@@ -22,6 +22,7 @@ from ._io import check_path, to_jsonable
 from ._progress import resolve_progress
 from ._timing import Stopwatch
 from .linalg.hessian import BatchNormMode, HessianOperator
+from .linalg.memory import check_fits
 from .linalg.operator import as_operator
 from .linalg.trace import TraceMethod
 from .params import ParamSelection, pruned_count
@@ -79,7 +80,9 @@ def estimate_eps(model: nn.Module, loss_fn: Any, data: Any, params: ParamSelecti
     """The default loss tolerance ε: :func:`batch_loss_std` of the mini-batch training losses at
     the current weights, batches as given by ``data`` (forward passes only; data-parallel when
     ``torch.distributed`` is initialised); ``batch_fn(batch) -> (inputs, targets)`` for batches
-    of another shape. The model is unchanged."""
+    of another shape. The model is unchanged. A shuffling DataLoader is read in one fixed order
+    (CPU RNG forked and seeded with 0, the loader's own generator put back after:
+    :class:`~phasetrans._batches.FixedOrder`), so repeated calls give the same ε."""
     with preserve_model(check_model(model)):
         return _eps_from_operator(HessianOperator(model, loss_fn, data, params=params,
                                                   batchnorm=batchnorm, batch_fn=batch_fn))[0]
@@ -117,6 +120,7 @@ def estimate_zero_mass(H: Any, weights: Any = None, num_rows: int = 100, thresho
     """
     op = as_operator(H)
     num_rows = check_int(num_rows, "num_rows", minimum=1)
+    check_fits(num_rows * (8 * 4 + 8 * 8), f"{num_rows} sampled rows", "num_rows", op.device)
     chunk = check_int(chunk, "chunk", minimum=1)
     threshold = check_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
     if weights is None:
@@ -279,7 +283,10 @@ def predict_sparsity(
     arguments). ``checkpoint``: a file path for the SLQ state (:func:`~phasetrans.slq`'s
     ``checkpoint``: an interrupted call resumes from it, to the same result). ``progress``: bars
     of the SLQ steps and trace products on standard error (``None``: only when standard error is
-    a terminal). The model comes back bit-for-bit unchanged.
+    a terminal). The model comes back bit-for-bit unchanged. Every pass over ``data`` reads the
+    same batches, also from a shuffling DataLoader (``drop_last`` included), so ``H`` is one
+    fixed matrix and ε, and so the prediction, are the same on every call
+    (:class:`~phasetrans.HessianOperator`).
     """
     clock = Stopwatch()
     cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,

@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
-from ._batches import Batches, as_batches, batch_size, call_model, move_batch
+from ._batches import Batches, FixedOrder, as_batches, batch_size, call_model, move_batch
 from ._checks import (
     check_callable,
     check_choice,
@@ -34,9 +35,10 @@ from ._checks import (
     preserve_model,
     snapshot_grads_and_modes,
 )
-from ._io import atomic_torch_save, check_path, load_checkpoint
+from ._io import atomic_torch_save, check_path
 from ._progress import resolve_progress
-from .distributed import is_main_process
+from .distributed import all_gather_list, is_main_process
+from .linalg._checkpoint import data_hints, digest_batch, loss_rtol, open_checkpoint, seal
 from .params import ParamSelection, check_masks, select_parameters
 
 __all__ = [
@@ -166,7 +168,9 @@ def _check_run(model, loss_fn, data, l1, epochs, lr, momentum, weight_decay, war
 
 # ----------------------------------------------------------------------------- train_l1: checkpoint
 
-_TRAIN_KIND = "phasetrans.train_l1-checkpoint/1"
+_TRAIN_KIND = "phasetrans.train_l1-checkpoint/2"
+_OLD_TRAIN_KINDS = ("phasetrans.train_l1-checkpoint/1",)
+_HISTORY_KEYS = ("epoch", "loss", "penalty", "lr", "eval")
 
 
 def _state_hash(model: nn.Module) -> str:
@@ -179,9 +183,40 @@ def _state_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _data_fingerprint(model: nn.Module, loss_fn: Callable, run: _Run) -> tuple[str, list[float]]:
+    """SHA-256 of every batch (inputs and targets, in a fixed order: :class:`FixedOrder`) and the
+    per-batch losses of the initial model in eval mode, which differ when ``loss_fn`` does: one
+    forward pass over the data; data-parallel: every rank's, in rank order. The model is
+    unchanged."""
+    h = hashlib.sha256()
+    losses = []
+    with preserve_model(model), torch.no_grad(), FixedOrder(run.batches)():
+        model.eval()
+        for index, (inputs, targets) in enumerate(run.batches):
+            digest_batch(h, index, batch_size(inputs), inputs, targets)
+            inputs, targets = move_batch(inputs, targets, run.device, run.dtype)
+            loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets), where=f"at batch {index}")
+            losses.append(float(loss.detach()))
+    return "data:" + ",".join(all_gather_list([h.hexdigest()])), all_gather_list(losses)
+
+
+def _plain(x: Any) -> Any:
+    """NumPy scalars and arrays as Python numbers and lists (inside containers too), so that an
+    ``eval_fn`` returning ``np.mean(...)`` can be checkpointed and loaded back."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
 def _is_plain(x: Any) -> bool:
     """Loadable with ``torch.load(weights_only=True)``: tensors, numbers, strings, containers."""
-    if x is None or isinstance(x, (bool, int, float, str, torch.Tensor)):
+    if x is None or type(x) in (bool, int, float, str) or isinstance(x, torch.Tensor):
         return True
     if isinstance(x, (list, tuple)):
         return all(_is_plain(v) for v in x)
@@ -190,22 +225,55 @@ def _is_plain(x: Any) -> bool:
     return False
 
 
-def _checkpoint_meta(model: nn.Module, run: _Run, has_eval_fn: bool) -> dict[str, Any]:
-    """The arguments a checkpoint records (a resumed call must match them), in file order."""
+def _checkpoint_meta(model: nn.Module, loss_fn: Callable, run: _Run,
+                     has_eval_fn: bool) -> dict[str, Any]:
+    """The arguments a checkpoint records (a resumed call must match them), in file order,
+    with the initial weights' hash and the data/loss fingerprint (:func:`_data_fingerprint`)."""
     s = run.schedule
+    data, losses = _data_fingerprint(model, loss_fn, run)
     return dict(
         l1=run.l1, epochs=s["epochs"], lr=s["lr"], momentum=run.momentum,
         weight_decay=run.weight_decay, warmup_epochs=s["warmup_epochs"], schedule=s["schedule"],
         step_size=s["step_size"], gamma=s["gamma"], seed=run.seed, params=sorted(run.names),
         trainable=[n for n, p in model.named_parameters() if p.requires_grad],
-        eval_fn=has_eval_fn, initial_state=_state_hash(model),
+        eval_fn=has_eval_fn, initial_state=_state_hash(model), dtype=str(run.dtype), data=data,
+        losses=losses,
     )
 
 
 def _load_train_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
-    hint = ("was written by a run that started from different model weights; pass the model as "
-            "it was when that run started (e.g. rebuilt with the same seed), or use another path")
-    return load_checkpoint(path, _TRAIN_KIND, meta, "a train_l1", {("initial_state",): hint})
+    weights = ("was written by a run that started from different model weights; pass the model "
+               "as it was when that run started (e.g. rebuilt with the same seed), or use "
+               "another path")
+    hints = {("initial_state",): weights, ("initial_state", "losses"): weights,
+             **data_hints("a train_l1")}
+    obj = open_checkpoint(path, _TRAIN_KIND, meta, "a train_l1", old_kinds=_OLD_TRAIN_KINDS,
+                          hints=hints, rtol={"losses": loss_rtol(meta["dtype"])})
+    if obj is not None:
+        _check_saved_fields(obj, meta, path)
+    return obj
+
+
+def _check_saved_fields(obj: dict[str, Any], meta: dict[str, Any], path: Any) -> None:
+    """``ValueError`` naming the field when the epoch or the history of a (checksum-valid but
+    hand-made) checkpoint is out of range or inconsistent."""
+    epoch = obj.get("epoch")
+    where = f"checkpoint: {str(path)!r}"
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= meta["epochs"]:
+        raise ValueError(f"{where}: 'epoch' must be an integer in [1, {meta['epochs']}], got {epoch!r}")
+    history = obj.get("history")
+    if not isinstance(history, dict) or sorted(history) != sorted(_HISTORY_KEYS) or not all(
+            isinstance(v, list) for v in history.values()):
+        raise ValueError(f"{where}: 'history' must hold the lists {list(_HISTORY_KEYS)}")
+    if history["epoch"] != list(range(epoch)):
+        raise ValueError(f"{where}: 'history' epochs {history['epoch']!r} do not match epoch {epoch}")
+    for key in ("loss", "penalty", "lr"):
+        values = history[key]
+        if len(values) != epoch or not all(type(v) is float and math.isfinite(v) for v in values):
+            raise ValueError(f"{where}: 'history' {key!r} must hold {epoch} finite floats")
+    if len(history["eval"]) != (epoch if meta["eval_fn"] else 0):
+        raise ValueError(f"{where}: 'history' 'eval' has {len(history['eval'])} entries for "
+                         f"{epoch} epochs")
 
 
 def _resume(
@@ -213,14 +281,14 @@ def _resume(
 ) -> tuple[int, dict[str, list]]:
     """The first epoch to run and the history so far; the model and the optimizer are put in
     the checkpoint's state (nothing happens without one)."""
-    record: dict[str, list] = {key: [] for key in ("epoch", "loss", "penalty", "lr", "eval")}
+    record: dict[str, list] = {key: [] for key in _HISTORY_KEYS}
     if resume is None:
         return 0, record
     try:
         with torch.no_grad():
             model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise ValueError(f"checkpoint: {str(path)!r} does not fit this model: {exc}") from None
     for key, values in resume["history"].items():
         record[key].extend(values)
@@ -237,9 +305,12 @@ def _seed_rng(seed: int, resume: dict | None, device: torch.device,
         if len(saved) == len(loader_generators):
             for g, state in zip(loader_generators, saved):
                 g.set_state(state)
-        torch.set_rng_state(resume["rng"])
-        if resume.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        try:
+            torch.set_rng_state(resume["rng"])
+            if resume.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        except (RuntimeError, TypeError, KeyError) as exc:
+            raise ValueError(f"checkpoint: its RNG state cannot be restored: {exc}") from None
 
 
 def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
@@ -253,7 +324,7 @@ def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
             "lists/dicts of them) when checkpoint is set, got "
             f"{type(record['eval'][-1]).__name__}"
         )
-    atomic_torch_save(path, {
+    atomic_torch_save(path, seal({
         "kind": _TRAIN_KIND, "meta": meta, "epoch": epoch + 1,
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
@@ -261,10 +332,21 @@ def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": TrainHistory(**record).to_dict(),
         "loader_rng": [g.get_state() for g in loader_generators],
-    })
+    }))
 
 
 # ----------------------------------------------------------------------------- train_l1: one epoch
+
+
+def _check_differentiable(loss: torch.Tensor, caller: str, where: str) -> None:
+    """``ValueError`` when the loss carries no gradient (``loss_fn`` detached it, or computed
+    it under ``no_grad``): training on it would only follow the penalty, silently."""
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{caller}: loss_fn returned a loss with no gradient {where} (detached, .item() "
+            f"turned back into a tensor, or computed under torch.no_grad()); the weights would "
+            f"not learn from the data; return the loss of the model's outputs with its graph"
+        )
 
 
 def _train_epoch(model: nn.Module, loss_fn: Callable, run: _Run,
@@ -281,6 +363,7 @@ def _train_epoch(model: nn.Module, loss_fn: Callable, run: _Run,
         n = batch_size(inputs)
         loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets),
                                  where=f"at epoch {epoch}, batch {index}")
+        _check_differentiable(loss, "train_l1", f"at epoch {epoch}, batch {index}")
         penalty = sum(p.abs().sum() for p in run.penalised) * run.l1
         total = loss + penalty
         if not torch.isfinite(total.detach()):
@@ -334,9 +417,15 @@ def train_l1(
     model's state, the optimizer's state (momentum buffers), the epoch, the history and the RNG
     state are written there atomically (plain tensors, ``torch.save``; temp file + fsync +
     rename). If the file exists the run resumes after its last epoch and ends bit-for-bit where
-    an uninterrupted run ends. The file records the arguments and a hash of the initial weights;
-    a file from a different call raises ``ValueError``. Loaded with ``weights_only=True``. With a
-    checkpoint, ``eval_fn`` must return plain values (numbers, strings, tensors, containers).
+    an uninterrupted run ends. The file records the arguments, a SHA-256 of the initial weights
+    and buffers, a SHA-256 of every batch and the initial model's per-batch losses (one eval
+    forward pass over the data when the call starts: another ``loss_fn`` gives other losses),
+    and a SHA-256 checksum of its contents; a file from a different call, a damaged or
+    hand-edited one (epoch, history out of range) or one of the older format (``/1``) raises
+    ``ValueError``. Loaded with ``weights_only=True``. ``eval_fn``'s NumPy scalars and arrays
+    are stored as Python numbers and lists; with a checkpoint, it must otherwise return plain
+    values (numbers, strings, tensors, containers). A ``loss_fn`` whose loss carries no
+    gradient (detached) raises ``ValueError`` before any step.
     ``params``: names, ``nn.Parameter`` objects or modules. ``batch_fn(batch) -> (inputs,
     targets)`` for batches of another shape (tuple inputs: positional arguments, dict inputs:
     keyword arguments of the model). ``progress``: a bar of the epochs on standard error
@@ -349,7 +438,7 @@ def train_l1(
 
     optimizer = torch.optim.SGD(run.trainable, lr=run.schedule["lr"], momentum=run.momentum,
                                 weight_decay=run.weight_decay)
-    meta = {} if run.path is None else _checkpoint_meta(model, run, eval_fn is not None)
+    meta = {} if run.path is None else _checkpoint_meta(model, loss_fn, run, eval_fn is not None)
     resume = None if run.path is None else _load_train_checkpoint(run.path, meta)
     restore_grads_and_modes = snapshot_grads_and_modes(model)
     start, record = _resume(model, optimizer, resume, run.path)
@@ -366,7 +455,7 @@ def train_l1(
                     record[key].append(value)
                 if eval_fn is not None:
                     with preserve_model(model):
-                        record["eval"].append(eval_fn(model))
+                        record["eval"].append(_plain(eval_fn(model)))
                 if run.path is not None and is_main_process():  # data-parallel: rank 0 writes
                     _save_checkpoint(run.path, meta, epoch, model, optimizer, run.device, record,
                                      run.batches.generators())
@@ -385,6 +474,7 @@ def _masked_step(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Opt
                  where: str, lr: float) -> None:
     """One SGD step with the pruned entries' gradients zeroed and the weights re-zeroed after."""
     loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets), where=where)
+    _check_differentiable(loss, "finetune_masked", where)
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(
             f"finetune_masked: non-finite loss {float(loss.detach())} {where}; the weights are "

@@ -64,6 +64,27 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, task: str) -> No
             sweep_path = os.path.join(out_dir, "sweep.jsonl")
             result["sweep"] = pt.sweep(model, lambda m: pt.evaluate_loss(m, nn.CrossEntropyLoss(), data),
                                        [0.0, 0.5, 0.9], path=sweep_path, progress=False)
+        if task == "disagree":
+            # issue 16: ranks with other weights, or other settings, are refused on every rank
+            errors = {}
+            for name, call in (
+                ("num_steps", lambda: pt.slq(H, num_steps=6 + rank, num_probes=2, seed=0)),
+                ("seed", lambda: pt.trace(H, num_matvecs=8, seed=rank)),
+                ("num_probes", lambda: pt.slq(H, num_steps=6, num_probes=2 + rank)),
+            ):
+                try:
+                    call()
+                    errors[name] = None
+                except ValueError as exc:
+                    errors[name] = str(exc)
+            with torch.no_grad():
+                model[0].bias[0] += rank  # rank 1 holds other (non-selected) weights
+            try:
+                pt.slq(H, num_steps=6, num_probes=2, seed=0)
+                errors["weights"] = None
+            except ValueError as exc:
+                errors["weights"] = str(exc)
+            result["errors"] = errors
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()

@@ -102,6 +102,19 @@ def test_two_ranks_match_single_process(two_rank_results):
     assert results[0]["trace"] == results[1]["trace"]
 
 
+@pytest.mark.slow
+def test_ranks_that_disagree_are_refused_on_every_rank(tmp_path):
+    # issue 16: before, ranks with other weights or another num_steps averaged silently
+    mp.start_processes(worker, args=(2, free_port(), str(tmp_path), "disagree"), nprocs=2,
+                       join=True, start_method="spawn")
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for r in results:
+        for key in ("num_steps", "seed", "num_probes", "weights"):
+            message = r["errors"][key]
+            assert message is not None, key
+            assert "ranks of the data-parallel run disagree" in message and key in message, message
+
+
 def test_shards_are_contiguous_uneven_and_cover_everything():
     ranges = [shard_range(37, r, 4) for r in range(4)]
     assert [len(r) for r in ranges] == [10, 9, 9, 9]

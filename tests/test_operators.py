@@ -466,3 +466,100 @@ def test_func_method_keeps_no_graphs():
     H = pt.HessianOperator(model, nn.CrossEntropyLoss(), (X, y), method="func")
     H @ torch.ones(H.dim, 2, dtype=DT)
     assert H.cached_bytes == 0
+
+
+# -- issue 16: edits through .data, buffers updated in eval mode, shuffling loaders ------------
+def _dense_reference(model, loss_fn, data):
+    return pt.HessianOperator(model, loss_fn, data, cache_bytes=0, method="func").to_dense()
+
+
+def test_kept_graphs_see_weight_edits_through_data():
+    # `.data` edits (the pruning idiom) bump no version counter: before, the kept graphs were
+    # reused and H @ v was that of the old weights (55 % off on a CNN)
+    model = mlp()
+    X = torch.randn(30, 6, dtype=DT, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    data = [(X[i:i + 10], y[i:i + 10]) for i in range(0, 30, 10)]
+    loss_fn = nn.CrossEntropyLoss()
+    H = pt.HessianOperator(model, loss_fn, data)
+    v = torch.randn(H.dim, 2, dtype=DT, generator=torch.Generator().manual_seed(2))
+    H @ v
+    assert H.cached_bytes > 0
+    model[0].weight.data.mul_(0.3)  # in place through .data: no version bump, same storage
+    model[2].bias.data.add_(1.0)    # a fixed (not selected) parameter, the same way
+    dense = _dense_reference(model, loss_fn, data)
+    assert torch.allclose(H @ v, dense @ v, rtol=REL, atol=1e-12)
+
+
+class _Stateful(nn.Module):
+    """A forward that updates buffers even in eval mode: a call counter and an input EMA."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin1, self.lin2 = nn.Linear(4, 5), nn.Linear(5, 3)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("ema", torch.zeros(4))
+
+    def forward(self, x):
+        self.calls += 1
+        self.ema.mul_(0.9).add_(0.1 * x.detach().mean(0))
+        return self.lin2(torch.tanh(self.lin1(x - self.ema)))
+
+
+@pytest.mark.parametrize("method", ["func", "backward"])
+def test_products_leave_buffers_updated_in_eval_mode_alone(method):
+    # before: every forward of H @ v, loss_and_gradient and batch_losses moved the counter and
+    # the EMA of the user's model (and each batch saw a different EMA)
+    torch.manual_seed(0)
+    model = _Stateful().to(DT).eval()
+    with torch.no_grad():
+        model.ema.fill_(0.2)
+    X = torch.randn(24, 4, dtype=DT, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 3, (24,), generator=torch.Generator().manual_seed(4))
+    data = [(X[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)]
+    loss_fn = nn.CrossEntropyLoss()
+    before = model_fingerprint(model)
+    H = pt.HessianOperator(model, loss_fn, data, method=method)
+    v = torch.randn(H.dim, 3, dtype=DT, generator=torch.Generator().manual_seed(5))
+    first = H @ v
+    H.loss_and_gradient()
+    H.batch_losses()
+    assert fingerprints_equal(before, model_fingerprint(model))
+    # a fixed matrix: the same product again, equal to the dense Hessian at the fixed buffers
+    assert torch.equal(H @ v, first)
+    names = H.param_names
+    w0 = {n: p.detach() for n, p in model.named_parameters()}
+
+    def total(flat):
+        params = dict(zip(names, torch.split(flat, [w0[n].numel() for n in names])))
+        params = {n: t.view_as(w0[n]) for n, t in params.items()}
+        out = 0
+        for xb, yb in data:
+            state = {**w0, **params, "calls": model.calls.clone(), "ema": model.ema.clone()}
+            out = out + loss_fn(functional_call(model, state, (xb,)), yb) * len(yb)
+        return out / 24
+
+    w = torch.cat([w0[n].reshape(-1) for n in names])
+    assert torch.allclose(first, hessian(total)(w) @ v, rtol=REL, atol=1e-12)
+    assert fingerprints_equal(before, model_fingerprint(model))
+
+
+def test_shuffling_loader_gives_a_fixed_symmetric_H_and_eps():
+    # before: each pass drew a new order, so with drop_last every product saw other samples
+    # (|aᵀHb − bᵀHa| = 7.5e-2) and ε changed between calls
+    model = mlp()
+    X = torch.randn(50, 6, dtype=DT, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (50,), generator=torch.Generator().manual_seed(1))
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(9)
+    for generator in (None, gen):
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8,
+                                             shuffle=True, drop_last=True, generator=generator)
+        rng, own = torch.get_rng_state(), gen.get_state()
+        H = pt.HessianOperator(model, loss_fn, loader, cache_bytes=0)
+        a, b = (torch.randn(H.dim, dtype=DT, generator=torch.Generator().manual_seed(s)) for s in (2, 3))
+        assert abs(a @ (H @ b) - b @ (H @ a)) <= 1e-14 * (a.norm() * b.norm() * H.to_dense().norm())
+        eps = [pt.estimate_eps(model, loss_fn, loader) for _ in range(3)]
+        assert eps[0] == eps[1] == eps[2]
+        # the caller's random streams did not move
+        assert torch.equal(torch.get_rng_state(), rng) and torch.equal(gen.get_state(), own)

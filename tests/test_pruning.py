@@ -277,3 +277,37 @@ def test_check_masks_and_pruned_count_are_shared_helpers():
         pruning.check_masks(model, None)
     with pytest.raises(ValueError, match=r"masks\['0.weight'\] has shape \(3,\), expected"):
         pruning.check_masks(model, {"0.weight": torch.ones(3, dtype=torch.bool)})
+
+
+# -- issue 16: parametrised layers are never silently left out of the prunable set -----------
+@pytest.mark.parametrize("wrap, pattern", [
+    (lambda m: nn.utils.parametrizations.weight_norm(m), "parametrize"),
+    (lambda m: nn.utils.parametrizations.spectral_norm(m), "parametrize"),
+    (lambda m: nn.utils.weight_norm(m), "weight_g/weight_v"),
+])
+def test_parametrised_layers_raise_instead_of_shrinking_D(wrap, pattern):
+    # before: weight_norm layers were skipped, D = 24 of 72, and pruning ignored them
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecated hook-based weight_norm
+        model = nn.Sequential(wrap(nn.Linear(6, 8)), nn.Tanh(), nn.Linear(8, 3))
+    for call in (lambda: pt.prunable_parameters(model), lambda: pt.magnitude_masks(model, 0.5),
+                 lambda: pt.HessianOperator(model, nn.CrossEntropyLoss(), (torch.randn(4, 6), torch.zeros(4).long()))):
+        with pytest.raises(ValueError, match=rf"layer '0' .*{pattern}"):
+            call()
+    # an explicit selection of the parametrisation's own parameters is allowed
+    names = [n for n, _ in model.named_parameters() if n.startswith("0.")]
+    assert pt.HessianOperator(model, nn.CrossEntropyLoss(), (torch.randn(4, 6), torch.zeros(4).long()),
+                              params=names).dim == sum(p.numel() for n, p in model.named_parameters()
+                                                       if n.startswith("0."))
+
+
+@pytest.mark.parametrize("sparsity", [True, False, torch.tensor(True)])
+def test_booleans_are_not_sparsities(sparsity):
+    model = small_model()
+    with pytest.raises(TypeError, match="sparsity must be a real number"):
+        pt.magnitude_masks(model, sparsity)
+    with pytest.raises(TypeError, match="sparsity must be a real number"):
+        with pt.pruned(model, sparsity):
+            pass

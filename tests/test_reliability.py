@@ -9,6 +9,7 @@ least one row or a stated reason to be exempt. docs/RELIABILITY.md renders this 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 
@@ -728,3 +729,95 @@ def test_bootstrap_with_one_probe_warns_instead_of_silently_dropping_uncertainty
     with pytest.warns(RuntimeWarning, match="num_probes >= 2"):
         pred = pt.predict_sparsity(mlp(), LOSS, DATA, eps=0.1, num_steps=3, num_probes=1)
     assert pred.uncertainty is None
+
+
+# -- issue 16, library half: new checks -------------------------------------------------------
+def _single_output():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+
+
+def _weight_norm_mlp():
+    m = mlp()
+    nn.utils.parametrizations.weight_norm(m[0])
+    return m
+
+
+def _detached(outputs, targets):
+    return LOSS(outputs, targets).detach()
+
+
+def _huge_request(**kwargs):
+    return pt.slq(H(), **{"num_steps": 4, "num_probes": 2, **kwargs})
+
+
+BAD_INPUTS_ISSUE16 = [
+    row("slq", "num_steps=10**9", lambda: _huge_request(num_steps=10**9), ValueError, "num_steps must be <= max\\(dim, 1000\\)"),
+    row("slq", "num_probes=10**12", lambda: _huge_request(num_probes=10**12), ValueError, "num_probes: .* available memory"),
+    row("slq", "seed=2**64", lambda: _huge_request(seed=2**64), ValueError, "seed must be <= 18446744073709551615"),
+    row("trace", "num_matvecs=10**12", lambda: pt.trace(sym(), num_matvecs=10**12), ValueError, "num_matvecs: .* available memory"),
+    row("trace", "num_matvecs=10**12 (hutch++)", lambda: pt.trace(sym(), method="hutch++", num_matvecs=10**12), ValueError, "num_matvecs"),
+    row("estimate_zero_mass", "num_rows=10**13", lambda: pt.estimate_zero_mass(sym(), weights=torch.ones(10), num_rows=10**13), ValueError, "num_rows: .* available memory"),
+    row("find_threshold", "resolution=5e-324", lambda: pt.find_threshold(mlp(), acc, resolution=5e-324), ValueError, "resolution must be >= 1e-09"),
+    row("validate", "resolution=5e-324", lambda: pt.validate(mlp(), LOSS, DATA, DATA, resolution=5e-324), ValueError, "resolution"),
+    row("HessianOperator", "meta-device model", lambda: pt.HessianOperator(mlp().to("meta"), LOSS, DATA), ValueError, "model: '0.weight' is on the meta device"),
+    row("evaluate_accuracy", "meta-device model", lambda: pt.evaluate_accuracy(mlp().to("meta"), DATA), ValueError, "meta device"),
+    row("magnitude_masks", "meta-device model", lambda: pt.magnitude_masks(mlp().to("meta"), 0.5), ValueError, "meta device"),
+    row("magnitude_masks", "sparsity=True", lambda: pt.magnitude_masks(mlp(), True), TypeError, "sparsity must be a real number"),
+    row("magnitude_masks", "sparsity=tensor(True)", lambda: pt.magnitude_masks(mlp(), torch.tensor(True)), TypeError, "sparsity"),
+    row("pruned", "sparsity=False", lambda: pt.pruned(mlp(), False).__enter__(), TypeError, "sparsity"),
+    row("evaluate_accuracy", "single-output model", lambda: pt.evaluate_accuracy(_single_output(), DATA), ValueError, "single output per sample .* use evaluate_loss"),
+    row("evaluate_accuracy", "labels out of range", lambda: pt.evaluate_accuracy(mlp(), (X, Y + 3)), ValueError, "data: labels at batch 0 lie outside \\[0, 3\\)"),
+    row("evaluate_accuracy", "float targets", lambda: pt.evaluate_accuracy(mlp(), (X, Y.double() + 0.5)), ValueError, "not class labels"),
+    row("validate", "single-output model (MSELoss)", lambda: pt.validate(_single_output(), nn.MSELoss(), [(X, X[:, :1])], [(X, X[:, :1])], eps=0.1), ValueError, "validate .*single output.*test_data"),
+    row("HessianOperator", "3-element batches (sample weights)", lambda: pt.HessianOperator(mlp(), LOSS, [(X, Y, torch.ones(40))]) @ torch.ones(72, dtype=torch.float64), ValueError, "batch 0 has 3 elements"),
+    row("evaluate_loss", "3-element batches", lambda: pt.evaluate_loss(mlp(), LOSS, [(X, Y, torch.ones(40))]), ValueError, "3 elements"),
+    row("prunable_parameters", "weight_norm layer", lambda: pt.prunable_parameters(_weight_norm_mlp()), ValueError, "layer '0' .*parametrize"),
+    row("train_l1", "detached loss", lambda: pt.train_l1(mlp(), _detached, DATA, l1=1e-3, epochs=1, lr=0.1, progress=False), ValueError, "no gradient"),
+    row("finetune_masked", "detached loss", lambda: pt.finetune_masked(mlp(), masks(), _detached, DATA, steps=1), ValueError, "no gradient"),
+]
+
+
+@pytest.mark.parametrize("entry, fn, exc, pattern", BAD_INPUTS_ISSUE16)
+def test_bad_input_issue16(entry, fn, exc, pattern):
+    test_bad_input(entry, fn, exc, pattern)
+
+
+def _meddlers():
+    """Callbacks that change the model's structure, each the way a user's code might."""
+    return {
+        "adds a parameter (a temperature)": lambda m: m.register_parameter("temperature", nn.Parameter(torch.ones(1))),
+        "adds a buffer": lambda m: m[0].register_buffer("seen", torch.zeros(1)),
+        "deletes a bias": lambda m: delattr(m[4], "bias"),
+        "sets a bias to None": lambda m: setattr(m[0], "bias", None),
+        "casts to float32": lambda m: m.float(),
+        "swaps a submodule": lambda m: m.__setitem__(4, nn.Linear(8, 3).double()),
+        "registers hooks": lambda m: (m[0].register_forward_hook(lambda *a: None),
+                                      m.register_forward_pre_hook(lambda *a: None)),
+        "adds a parametrisation": lambda m: nn.utils.parametrizations.weight_norm(m[0]),
+        "replaces .data": lambda m: setattr(m[0].weight, "data", torch.zeros(8, 6, dtype=torch.float64)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_meddlers()))
+def test_preserve_model_undoes_structural_changes(name):
+    # before: an added parameter raised a bare KeyError and left the model 85-100 % pruned; the
+    # other changes stayed, and the fingerprint did not see them
+    meddle = _meddlers()[name]
+    model = stateful_model()
+    params = dict(model.named_parameters())
+    before = model_fingerprint(model)
+    out = copy.deepcopy(model).eval()(X).detach()
+    probe = stateful_model()
+    meddle(probe)
+    assert not fingerprints_equal(before, model_fingerprint(probe)), "the fingerprint must see it"
+
+    def evaluate(m):
+        meddle(m)
+        return 1.0
+
+    found = pt.find_threshold(model, evaluate, resolution=0.1)
+    assert found.sparsity == 1.0
+    assert fingerprints_equal(before, model_fingerprint(model))
+    assert all(params[n] is p for n, p in model.named_parameters())  # the same objects
+    assert torch.equal(copy.deepcopy(model).eval()(X), out)

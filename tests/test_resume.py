@@ -504,3 +504,131 @@ def test_a_second_sweep_on_a_log_in_use_is_refused(tmp_path):
 
     assert pt.sweep(model, evaluate, [0.5, 0.9], path=path) == [(0.5, 1.0), (0.9, 1.0)]
     assert len(path.read_text().splitlines()) == 3 and len(seen) == 2
+# --- issue 16: what a checkpoint identifies, and its integrity ------------------------------
+def _slq_problem(bias=0.0, bn_shift=0.0, loss_fn=None, data_seed=0):
+    """A float64 MLP with BatchNorm (statistics as buffers) over 3 batches; the knobs change what
+    the selected weights do not show: a bias, the BatchNorm statistics, the loss, the data."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 3)).double().eval()
+    with torch.no_grad():
+        model[0].bias[0] += bias
+        model[1].running_mean += bn_shift
+    g = torch.Generator().manual_seed(data_seed)
+    X = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    data = [(X[i:i + 10], y[i:i + 10]) for i in range(0, 30, 10)]
+    return pt.HessianOperator(model, loss_fn or torch.nn.CrossEntropyLoss(), data)
+
+
+SLQ_SMALL = dict(num_steps=5, num_probes=2, seed=0)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (dict(bias=0.5), "operator"),
+    (dict(bn_shift=0.25), "operator"),
+    (dict(loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=0.2)), "loss_fn gives other per-batch losses"),
+    (dict(data_seed=1), "other data"),
+])
+def test_slq_checkpoint_refuses_another_model_loss_or_data(tmp_path, change, pattern):
+    # before: only the selected weights were hashed; a resume on other biases, BatchNorm
+    # statistics, loss or data returned a mixture of two spectra without a word
+    path = tmp_path / "c.pt"
+    pt.slq(_slq_problem(), checkpoint=path, **SLQ_SMALL)
+    assert pt.slq(_slq_problem(), checkpoint=path, **SLQ_SMALL) == pt.slq(_slq_problem(), **SLQ_SMALL)
+    with pytest.raises(ValueError, match=pattern):
+        pt.slq(_slq_problem(**change), checkpoint=path, **SLQ_SMALL)
+
+
+def _flip_byte_in_payload(path: Path, needle: bytes) -> None:
+    raw = bytearray(path.read_bytes())
+    at = raw.find(needle)
+    assert at >= 0
+    raw[at] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_checkpoints_detect_a_flipped_byte_random_bytes_and_old_formats(tmp_path):
+    from phasetrans.linalg._checkpoint import seal
+
+    path = tmp_path / "c.pt"
+    A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    pt.slq(A, num_steps=6, num_probes=2, checkpoint=path, checkpoint_every=3)
+    # one flipped bit in a stored float (the Lanczos alphas are 1..20 mixes; flip in the data)
+    raw = path.read_bytes()
+    obj = _io.safe_torch_load(path)
+    alpha = obj["state"]["alphas"][0, 0].item()
+    _flip_byte_in_payload(path, torch.tensor([alpha], dtype=torch.float64).numpy().tobytes())
+    with pytest.raises(ValueError, match=f"{str(path)!r} is corrupt: its checksum"):
+        pt.slq(A, num_steps=6, num_probes=2, checkpoint=path)
+    # random bytes, and truncations of a valid file: a ValueError naming the file, never a raw
+    # IndexError/KeyError from the unpickler
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        junk = bytes(torch.randint(0, 256, (int(torch.randint(1, 400, (1,), generator=g)),),
+                                   generator=g, dtype=torch.uint8).tolist())
+        if trial % 2:
+            junk = raw[: len(raw) * trial // 20] if trial < 20 else junk
+        path.write_bytes(junk)
+        with pytest.raises(ValueError, match="checkpoint"):
+            pt.slq(A, num_steps=6, num_probes=2, checkpoint=path)
+    # a hand edit with a recomputed checksum: the fields themselves are checked
+    for edit, pattern in ((lambda s: s.update(steps=99), "steps"),
+                          (lambda s: s.update(alphas=s["alphas"][:, :2]), "alphas"),
+                          (lambda s: s["lengths"].fill_(7), "lengths")):
+        state = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in obj["state"].items()}
+        edit(state)
+        _io.atomic_torch_save(path, seal({"kind": obj["kind"], "meta": obj["meta"], "state": state}))
+        with pytest.raises(ValueError, match=pattern):
+            pt.slq(A, num_steps=6, num_probes=2, checkpoint=path)
+    # a file of the previous format (no checksum, no data fingerprint) is refused clearly
+    _io.atomic_torch_save(path, {"kind": "phasetrans.slq-checkpoint/1", "meta": {}, "state": {}})
+    with pytest.raises(ValueError, match="older phasetrans"):
+        pt.slq(A, num_steps=6, num_probes=2, checkpoint=path)
+
+
+def test_train_l1_checkpoint_with_numpy_eval_loads_back(tmp_path):
+    # before: np.mean(...) was pickled as a NumPy object, which weights_only=True refuses, so
+    # the resume said the file "would import or run code"
+    import numpy as np
+
+    path = tmp_path / "t.pt"
+    model, loss_fn, loader, kwargs = W.problem_train()
+    evals = [np.float64(0.5), np.float32(0.25), np.int64(3), {"acc": np.array([0.5, 1.0])}]
+    calls = iter(evals * 2)
+    hist = pt.train_l1(model, loss_fn, loader, checkpoint=path, eval_fn=lambda m: next(calls),
+                       **{**kwargs, "epochs": 4})
+    assert hist.eval == [0.5, 0.25, 3, {"acc": [0.5, 1.0]}]
+    assert all(type(v) in (float, int, dict) for v in hist.eval)
+    model, loss_fn, loader, kwargs = W.problem_train()
+    again = pt.train_l1(model, loss_fn, loader, checkpoint=path,
+                        eval_fn=lambda m: pytest.fail("finished: no epoch runs"), **{**kwargs, "epochs": 4})
+    assert again.eval == hist.eval
+
+
+def test_train_l1_checkpoint_refuses_other_data_loss_and_edits(tmp_path):
+    from phasetrans.linalg._checkpoint import seal
+
+    path = tmp_path / "t.pt"
+    model, loss_fn, loader, kwargs = W.problem_train()
+    args = {**kwargs, "epochs": 2}
+    pt.train_l1(model, loss_fn, loader, checkpoint=path, **args)
+    X, y = W._data(seed=7)
+    other = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32,
+                                        shuffle=True)
+    model, loss_fn, loader, _ = W.problem_train()
+    with pytest.raises(ValueError, match="other data"):
+        pt.train_l1(model, loss_fn, other, checkpoint=path, **args)
+    with pytest.raises(ValueError, match="loss_fn gives other per-batch losses"):
+        pt.train_l1(model, torch.nn.CrossEntropyLoss(label_smoothing=0.3), loader, checkpoint=path,
+                    **args)
+    obj = _io.safe_torch_load(path)
+    rest = {k: v for k, v in obj.items() if k != "checksum"}
+    for edit, pattern in ((dict(epoch=9), "epoch"), (dict(epoch=1), "history"),
+                          (dict(history={**obj["history"], "loss": [0.1, float("nan")]}), "loss")):
+        _io.atomic_torch_save(path, seal({**rest, **edit}))
+        with pytest.raises(ValueError, match=pattern):
+            pt.train_l1(*W.problem_train()[:3], checkpoint=path, **args)
+    _io.atomic_torch_save(path, {**rest, "epoch": 1})  # edited without the checksum
+    with pytest.raises(ValueError, match="corrupt"):
+        pt.train_l1(*W.problem_train()[:3], checkpoint=path, **args)

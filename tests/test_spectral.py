@@ -466,11 +466,17 @@ def test_partial_reorth_checkpoint_resume_bit_identical(tmp_path, interrupt_at):
     assert {"omega", "omega_prev", "reorth_next", "basis"} <= set(saved)
     assert bool(saved["reorth_next"].any()) == (interrupt_at == 11)
     assert slq(Counting(A), checkpoint=path, checkpoint_every=3, **args) == reference
-    # a state without the ω estimates is refused
+    # a state without the ω estimates is refused: by the checksum, and, with the checksum
+    # recomputed (a deliberate hand edit), by the check of the fields
+    from phasetrans.linalg._checkpoint import seal
+
     obj = torch.load(path, weights_only=True)
     del obj["state"]["omega"]
     obj["state"]["steps"] = 3
     torch.save(obj, path)
+    with pytest.raises(ValueError, match="corrupt: its checksum"):
+        slq(Counting(A), checkpoint=path, **args)
+    torch.save(seal({k: v for k, v in obj.items() if k != "checksum"}), path)
     with pytest.raises(ValueError, match="omega"):
         slq(Counting(A), checkpoint=path, **args)
 

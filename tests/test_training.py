@@ -260,3 +260,20 @@ def test_resume_continues_a_dataloaders_own_shuffle(tmp_path):
     assert resumed.loss == plain.loss
     for a, b in zip(model.parameters(), resumed_model.parameters()):
         assert torch.equal(a, b)
+# -- issue 16: a loss without a gradient is refused, not "trained" on ----------------------------
+def test_detached_loss_is_refused_before_any_step():
+    # before: train_l1 stepped on the l1 penalty alone (zero data gradient) and reported success
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+
+    def detached(out, t):
+        return nn.functional.cross_entropy(out, t).detach()
+
+    before = model_fingerprint(model)
+    with pytest.raises(ValueError, match="loss_fn returned a loss with no gradient at epoch 0, batch 0"):
+        pt.train_l1(model, detached, (X, y), l1=1e-3, epochs=2, lr=0.1, progress=False)
+    assert fingerprints_equal(before, model_fingerprint(model))
+    masks = pt.magnitude_masks(model, 0.5)
+    with pytest.raises(ValueError, match="finetune_masked: loss_fn returned a loss with no gradient"):
+        pt.finetune_masked(model, masks, detached, (X, y), steps=2)

@@ -24,7 +24,8 @@ from .._checks import check_scalar_loss
 from ..params import keep_torch_prune_attributes, torch_pruned_masks
 
 __all__ = [
-    "BatchNormMode", "BATCHNORM_TYPES", "batchnorm_modes", "math_attention", "pass_modes", "fixed_state", "batch_loss",
+    "BatchNormMode", "BATCHNORM_TYPES", "batchnorm_modes", "math_attention", "pass_modes",
+    "FixedState", "fixed_state", "batch_loss",
     "check_batch_loss", "sized_batches", "reduce_sum", "gather_batches",
 ]
 
@@ -72,16 +73,24 @@ def pass_modes(model: nn.Module, batchnorm: BatchNormMode) -> Iterator[None]:
         yield
 
 
-def fixed_state(model: nn.Module, param_names: list[str], batchnorm: BatchNormMode) -> dict[str, torch.Tensor]:
-    """The parameters not in ``param_names`` and the buffers, detached (buffers copied with
-    ``batchnorm="train"``, so that nothing done in a forward pass can touch the user's buffers).
+class FixedState(dict):
+    """``{name: tensor}`` of what a pass holds fixed, with the names of the buffers among them
+    (``buffer_names``), which :func:`batch_loss` hands to the model as fresh copies."""
+
+    buffer_names: frozenset = frozenset()
+
+
+def fixed_state(model: nn.Module, param_names: list[str], batchnorm: BatchNormMode) -> FixedState:
+    """The parameters not in ``param_names`` and the buffers, detached (the buffers are copied
+    per batch by :func:`batch_loss`, so that nothing done in a forward pass can touch them).
 
     A selected ``<name>_orig`` of ``torch.nn.utils.prune`` is passed its effective value
     (:func:`~phasetrans.params.effective_values`) and its ``<name>_mask`` is replaced by ones,
     so that the products are those of the effective weight, as for a plain layer."""
-    state = {n: p.detach() for n, p in model.named_parameters() if n not in param_names}
-    for n, b in model.named_buffers():
-        state[n] = b.detach().clone() if batchnorm == "train" else b.detach()
+    state = FixedState((n, p.detach()) for n, p in model.named_parameters() if n not in param_names)
+    buffers = dict(model.named_buffers())
+    state.update((n, b.detach()) for n, b in buffers.items())
+    state.buffer_names = frozenset(buffers)
     for n, mask in torch_pruned_masks(model).items():
         if n in param_names:
             state[n[: -len("_orig")] + "_mask"] = torch.ones_like(mask)
@@ -99,6 +108,12 @@ def batch_loss(
     """The batch loss with the selected parameters taken from ``params`` (name -> tensor)
     and the others from ``fixed`` (``torch.func.functional_call``: the model is not modified)."""
     state = dict(fixed)
+    # a forward may update buffers even in eval mode (a counter, an EMA, BatchNorm with
+    # batchnorm="train"): each batch gets fresh copies, so the user's buffers never change and
+    # every batch sees the same values (cost: one copy of the buffers per batch and product,
+    # small beside a forward: BatchNorm statistics are 2 floats per channel)
+    for name in getattr(fixed, "buffer_names", ()):
+        state[name] = fixed[name].clone()
     state.update(params)
     args, kwargs = model_args(inputs)
     outputs = functional_call(model, state, args, kwargs)

@@ -30,6 +30,22 @@ class GraphCache:
         self._seen: set[int] = {
             t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]
         }
+        # a copy of every parameter and buffer: edits through ``p.data`` (the pruning idiom)
+        # bump no version counter, so the key alone misses them; :meth:`matches` compares values
+        self.values = [t.detach().clone() for t in [*model.parameters(), *model.buffers()]]
+        self.nbytes += sum(v.numel() * v.element_size() for v in self.values)
+
+    def matches(self, model: nn.Module) -> bool:
+        """Whether every parameter and buffer still holds the values the graphs were built at
+        (``torch.equal`` per tensor, one read of the model per product. Measured on the
+        2-core CPU, loaded: 3.9 ms for a 1M-weight MLP, against 42 ms for one forward and
+        backward of a single 256-sample batch; memory: one copy of the model, counted in
+        ``nbytes``)."""
+        tensors = [*model.parameters(), *model.buffers()]
+        return len(tensors) == len(self.values) and all(
+            t.shape == v.shape and t.dtype == v.dtype and torch.equal(t.detach(), v)
+            for t, v in zip(tensors, self.values)
+        )
 
     def counting_hooks(self):
         def pack(t: torch.Tensor) -> torch.Tensor:

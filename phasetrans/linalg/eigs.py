@@ -16,7 +16,7 @@ import torch
 
 from .._checks import check_choice, check_float, check_int, check_seed
 from .lanczos import Lanczos, breakdown_tol, tridiag_eigh
-from .operator import Operator, apply, as_operator, guard
+from .operator import Operator, apply, as_operator, check_ranks_agree_on, guard
 from .probes import rademacher
 
 __all__ = ["top_eigenvalues", "Eigen", "Which"]
@@ -75,6 +75,8 @@ def top_eigenvalues(
     num_steps = min(num_steps, max_steps)
     tol_eff = max(tol, math.sqrt(op.dim) * torch.finfo(op.dtype).eps)
 
+    check_ranks_agree_on(op, "top_eigenvalues", k=k, seed=seed, which=which, tol=tol,
+                         max_steps=max_steps, num_steps=num_steps)
     with guard(op):
         q0 = rademacher(op.dim, 1, seed, op.device)
         lz = Lanczos(op, q0, max_steps, "full", breakdown_tol(op), restart_seed=seed,

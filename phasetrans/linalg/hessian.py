@@ -12,6 +12,7 @@ the double backward of kept gradient graphs (:mod:`._graph_cache`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,9 +20,10 @@ import torch
 from torch import nn
 from torch.func import grad_and_value, jvp, vmap
 
-from .._batches import as_batches
+from .._batches import FixedOrder, as_batches, batch_size, move_batch
 from .._checks import check_callable, check_choice, check_int, check_model, model_device_dtype
 from ..params import effective_values, select_parameters
+from ._checkpoint import digest_batch
 from ._empirical_risk import (
     BatchNormMode,
     batch_loss,
@@ -86,9 +88,20 @@ class HessianOperator(Operator):
         nothing: if the graphs of the whole data outgrow the budget, none is kept. Default
         (``None``): 1 GiB on CPU, a quarter of the free memory on a GPU. ``0`` turns it off. The
         kept graphs follow the model: a changed parameter or buffer (in place or replaced)
-        rebuilds them; after changing the *data*, call :meth:`clear_cache`. Kept graphs fix the
-        batches of the first pass: a shuffling DataLoader gives the same ``H`` (same samples), and
-        random augmentation is frozen at its first draw (a fixed matrix, as Lanczos needs).
+        rebuilds them, also when changed through ``p.data`` (which bumps no version counter: the
+        values are compared with a copy kept beside the graphs); after changing the *data*, call
+        :meth:`clear_cache`.
+
+    Every pass over the data (each product, :meth:`loss_and_gradient`, :meth:`batch_losses`)
+    sees the same batches: it runs under a forked CPU RNG seeded with 0 and with the loader's
+    own generators set to their state when the operator was made, both put back afterwards
+    (:class:`~phasetrans._batches.FixedOrder`). So a shuffling DataLoader (``drop_last`` too)
+    gives one fixed, symmetric ``H`` (a fixed matrix, as Lanczos needs), random augmentation
+    drawn from the torch RNG is frozen, and the caller's random streams do not move. A forward
+    that updates buffers (BatchNorm in ``"train"`` mode, a counter, an EMA) gets fresh copies
+    of them per batch, so the model's buffers never change and every batch sees the same values.
+    Not thread-safe: one instance must not run products from two threads at once (the kept
+    graphs and the RNG fork are per call, not locked).
     batch_fn : callable, optional
         ``batch_fn(batch) -> (inputs, targets)`` for batches of another shape (e.g. the dicts of
         HuggingFace-style loaders); ``inputs`` may be a tensor, a tuple (positional arguments of
@@ -122,6 +135,7 @@ class HessianOperator(Operator):
         if batch_fn is not None:
             check_callable(batch_fn, "batch_fn")
         self.data = as_batches(data, batch_fn=batch_fn)
+        self._order = FixedOrder(self.data)  # every pass sees the same batches (shuffling too)
         self.batchnorm = check_choice(batchnorm, "batchnorm", ("eval", "train"))
         self.method = _resolve_method(method, batchnorm)
         if chunk_size is not None:
@@ -170,8 +184,13 @@ class HessianOperator(Operator):
     def _fixed_state(self) -> dict[str, torch.Tensor]:
         return fixed_state(self.model, self.param_names, self.batchnorm)
 
+    @contextlib.contextmanager
     def _modes(self):
-        return pass_modes(self.model, self.batchnorm)
+        """One pass over the data: the model's modes (:func:`pass_modes`: batch-norm modes, the
+        math attention kernel, torch.nn.utils.prune's attributes) and a fixed data order
+        (:class:`FixedOrder`), all put back afterwards."""
+        with pass_modes(self.model, self.batchnorm), self._order():
+            yield
 
     def _loss(self, params: dict[str, torch.Tensor], fixed: dict, inputs: Any, targets: Any):
         return batch_loss(self.model, self.loss_fn, params, fixed, inputs, targets)
@@ -205,7 +224,7 @@ class HessianOperator(Operator):
         # per-parameter pieces are added in place (no concatenation, no float64 copy per batch)
         total = torch.zeros(K, self.dim, dtype=acc_dtype, device=self.device)
         key = self._state_key()
-        if self._cache is not None and self._cache.key != key:
+        if self._cache is not None and (self._cache.key != key or not self._cache.matches(self.model)):
             self._cache = None
         if self._cache_refused_key is not None and self._cache_refused_key != key:
             self._cache_refused_key = None
@@ -358,6 +377,31 @@ class HessianOperator(Operator):
                 losses.append(float(loss))
                 sizes.append(size)
         return gather_batches(losses, sizes, self.distributed)
+
+    def data_fingerprint(self) -> tuple[str, list[float]]:
+        """What identifies the data and ``loss_fn`` (for checkpoints): the SHA-256 of every
+        batch's inputs and targets (dtypes, shapes, bytes; in the fixed pass order) and the
+        per-batch losses at the current weights, which differ when ``loss_fn`` does. One
+        forward pass over the data plus hashing its bytes (about 1 GB/s on one core); when
+        distributed, every rank's digest and losses, in rank order."""
+        h = hashlib.sha256()
+        named = dict(self.model.named_parameters())
+        params = {n: named[n].detach() for n in self.param_names}
+        fixed = self._fixed_state()
+        losses = []
+        with self._modes(), torch.no_grad():
+            for index, (inputs, targets) in enumerate(self.data):
+                digest_batch(h, index, batch_size(inputs), inputs, targets)
+                inputs, targets = move_batch(inputs, targets, self.device, self.dtype)
+                loss = self._loss(params, fixed, inputs, targets)
+                check_batch_loss(loss, index)
+                losses.append(float(loss))
+        digests = [h.hexdigest()]
+        if self.distributed:
+            from ..distributed import all_gather_list
+
+            digests, losses = all_gather_list(digests), all_gather_list(losses)
+        return "data:" + ",".join(digests), losses
 
     def __repr__(self) -> str:
         return (

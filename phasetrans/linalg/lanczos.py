@@ -96,7 +96,7 @@ class Lanczos:
         self.steps = 0
         self.basis = None
         # restart after breakdown with a fresh random vector (K = 1 only: top_eigenvalues)
-        self.gen = None if restart_seed is None else torch.Generator().manual_seed(restart_seed + 1)
+        self.gen = None if restart_seed is None else torch.Generator().manual_seed((restart_seed + 1) % 2**64)
         if reorth in ("full", "partial"):
             size = self.capacity if initial is None else max(1, min(initial, self.capacity))
             self.basis = torch.empty(self.K, size, self.dim, dtype=_F64, device=dev)
@@ -293,18 +293,33 @@ class Lanczos:
         return out
 
     def load(self, state: dict[str, Any]) -> None:
+        """Put the state of :meth:`state` back; ``ValueError`` for a field of the wrong type,
+        dtype, shape or range (a hand-edited file: ``steps`` past the saved coefficients,
+        lengths past ``steps``, non-finite coefficients)."""
+        if not isinstance(state, dict):
+            raise ValueError("checkpoint: the Lanczos state must be a dict")
         for k in self._state_keys():
             current = getattr(self, k)
             saved = state.get(k)
-            if not isinstance(saved, torch.Tensor) or saved.shape != current.shape:
-                raise ValueError(f"checkpoint: Lanczos state {k!r} has the wrong shape")
+            if (not isinstance(saved, torch.Tensor) or saved.shape != current.shape
+                    or saved.dtype != current.dtype):
+                raise ValueError(f"checkpoint: Lanczos state {k!r} has the wrong shape or dtype")
+            if saved.is_floating_point() and not bool(torch.isfinite(saved).all()):
+                raise ValueError(f"checkpoint: Lanczos state {k!r} is not finite")
             setattr(self, k, saved.to(device=current.device, dtype=current.dtype).clone())
-        self.steps = int(state["steps"])
+        steps = state.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= self.capacity:
+            raise ValueError(f"checkpoint: Lanczos 'steps' must be an integer in [0, "
+                             f"{self.capacity}], got {steps!r}")
+        if bool((self.lengths < 0).any()) or bool((self.lengths > steps).any()):
+            raise ValueError("checkpoint: Lanczos 'lengths' must lie in [0, steps]")
+        self.steps = steps
         if self.basis is not None:
-            saved = state["basis"]
-            n = saved.shape[1]
-            if saved.shape[0] != self.K or saved.shape[2] != self.dim or n > self.basis.shape[1]:
-                raise ValueError("checkpoint: Lanczos basis has the wrong shape")
+            saved = state.get("basis")
+            n = min(steps + 1, self.capacity)
+            if (not isinstance(saved, torch.Tensor) or saved.dtype != self.basis.dtype
+                    or tuple(saved.shape) != (self.K, n, self.dim) or n > self.basis.shape[1]):
+                raise ValueError("checkpoint: Lanczos basis has the wrong shape or dtype")
             self.basis[:, :n] = saved.to(self.basis.device)
 
     def tridiagonal(self, k: int) -> tuple[np.ndarray, np.ndarray]:

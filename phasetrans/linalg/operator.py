@@ -316,3 +316,17 @@ def guard(op: Operator) -> contextlib.ExitStack:
     if isinstance(model, nn.Module):
         stack.enter_context(preserve_model(model))
     return stack
+
+
+def check_ranks_agree_on(op: Operator, where: str, **settings: Any) -> None:
+    """For a data-parallel operator (``op.distributed``): every rank must pass the same
+    ``settings`` (the estimator's arguments that set the number and width of products) and
+    hold the same weights (:func:`~phasetrans.linalg._checkpoint.operator_fingerprint`: every
+    parameter and buffer, hashed once per call); else ``ValueError`` on every rank
+    (:func:`~phasetrans.distributed.check_ranks_agree`)."""
+    if not getattr(op, "distributed", False):
+        return
+    from ..distributed import check_ranks_agree
+    from ._checkpoint import operator_fingerprint
+
+    check_ranks_agree({**settings, "weights": operator_fingerprint(op)}, where)

@@ -21,7 +21,8 @@ from ..distributed import all_gather_list, run_on_main_process
 from ._checkpoint import load_slq_checkpoint, run_with_checkpoints, slq_meta
 from .density import SpectralDensity
 from .lanczos import Lanczos, Reorth, breakdown_tol, tridiag_eigh
-from .operator import Operator, as_operator, guard
+from .memory import available_bytes, check_fits, human_bytes
+from .operator import Operator, as_operator, check_ranks_agree_on, guard
 from .probes import rademacher
 
 __all__ = ["slq", "probe_group_size", "available_bytes", "human_bytes"]
@@ -64,9 +65,12 @@ def slq(
     written atomically (temp file + fsync + rename) every ``checkpoint_every`` steps and at the
     end. If the file exists, the run resumes from it (probes are seeded, so no RNG state is
     needed) and gives bit-for-bit the result of an uninterrupted run. The file records the
-    arguments, the operator's dim/dtype and a hash of its parameters (or matrix); a file written
-    by a different call raises ``ValueError``. It is loaded with ``weights_only=True``. The data
-    behind a ``HessianOperator`` is not hashed: resume with the same data.
+    arguments, the operator's dim/dtype, a SHA-256 of every parameter and buffer of the model
+    (or of the matrix) and, for a ``HessianOperator``, a SHA-256 of every batch and the
+    per-batch losses (one forward pass over the data when the call starts; a different
+    ``loss_fn`` gives other losses). A file written by a different call, a damaged one (its
+    SHA-256 checksum), a hand-edited one or one of the older format (``/1``) raises
+    ``ValueError`` naming the path. It is loaded with ``weights_only=True``.
     A non-finite product raises ``ValueError`` naming the Lanczos step (and the data batch).
 
     ``basis_bytes``: memory budget for the stored Lanczos vectors of ``"full"``/``"partial"``
@@ -74,7 +78,10 @@ def slq(
     80 steps). When all probes do not fit, they run in lock-step groups of as many as fit, one
     group after the other (same probes, same result to rounding; more data passes). Default: half
     of the available memory (``MemAvailable``, or the GPU's free memory). A budget below one
-    probe's basis raises ``ValueError`` before anything is allocated.
+    probe's basis raises ``ValueError`` before anything is allocated; so do ``num_steps`` above
+    ``max(dim, 1000)`` (Lanczos takes at most ``dim`` steps) and probes or results that cannot
+    fit in memory. Data-parallel: every rank must pass the same ``num_steps``, ``num_probes``,
+    ``seed``, ``reorth`` and weights, else ``ValueError`` on every rank.
 
     ``progress``: a bar of the Lanczos steps on standard error (``None``: only when standard
     error is a terminal; :mod:`phasetrans._progress`).
@@ -89,6 +96,9 @@ def slq(
     if basis_bytes is not None:
         basis_bytes = check_int(basis_bytes, "basis_bytes", minimum=1)
     show = resolve_progress(progress)
+    _check_request(op, num_steps, num_probes)
+    check_ranks_agree_on(op, "slq", num_steps=num_steps, num_probes=num_probes, seed=seed,
+                         reorth=reorth)
     group = probe_group_size(op, num_probes, num_steps, reorth, basis_bytes)
     Q0 = rademacher(op.dim, num_probes, seed, op.device) / math.sqrt(op.dim)
     with guard(op):
@@ -117,9 +127,17 @@ def _run_groups(op: Operator, Q0: torch.Tensor, num_steps: int, reorth: Reorth, 
     lengths = torch.zeros(num_probes, dtype=torch.int64)
     first = 0
     if state is not None and "group_start" in state:
-        first = int(state["group_start"])
+        first = state["group_start"]
+        if isinstance(first, bool) or not isinstance(first, int) or not (
+                0 <= first < num_probes and first % group == 0):
+            raise ValueError(f"checkpoint: 'group_start' must be a multiple of {group} in "
+                             f"[0, {num_probes}), got {first!r}")
         for name, done in (("alphas", alphas), ("betas", betas), ("lengths", lengths)):
-            done[:first] = state["done_" + name][:first]
+            saved = state.get("done_" + name)
+            if (not isinstance(saved, torch.Tensor) or saved.dtype != done.dtype
+                    or tuple(saved.shape) != (first, *done.shape[1:])):
+                raise ValueError(f"checkpoint: 'done_{name}' has the wrong shape or dtype")
+            done[:first] = saved
     for lo in range(first, num_probes, group):
         hi = min(num_probes, lo + group)
         lanczos = Lanczos(op, Q0[:, lo:hi], num_steps, reorth, breakdown_tol(op))
@@ -164,28 +182,24 @@ def _quadrature(alphas: torch.Tensor, betas: torch.Tensor, lengths: torch.Tensor
     return SpectralDensity(nodes, weights, dim, lengths)
 
 
-def available_bytes(device: torch.device) -> int:
-    """Memory a new allocation can use: the GPU's free memory, or ``MemAvailable``."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
-        return 8 << 30
+#: ``num_steps`` may exceed ``dim`` up to this (small models with the default 80 steps)
+MAX_STEPS_PAST_DIM = 1000
 
 
-def human_bytes(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+def _check_request(op: Operator, num_steps: int, num_probes: int) -> None:
+    """Before any work: ``num_steps`` at most ``max(dim, 1000)`` (Lanczos takes at most ``dim``
+    steps; more only pads the result), and the probes plus the results fit in memory."""
+    most = max(op.dim, MAX_STEPS_PAST_DIM)
+    if num_steps > most:
+        raise ValueError(
+            f"num_steps must be <= max(dim, {MAX_STEPS_PAST_DIM}) = {most}, got {num_steps}: "
+            f"Lanczos takes at most dim = {op.dim} steps (the Krylov space is then the whole "
+            f"space), more would only pad the result")
+    # the probes (int64 draw, float64 columns, the rows Q, Q_prev and a product: ~6 copies of
+    # dim x K) and the results (nodes, weights, alphas, betas: K x num_steps float64 each)
+    check_fits(num_probes * (6 * 8 * op.dim + 4 * 8 * num_steps),
+               f"{num_probes} probes of dim {op.dim} with {num_steps} steps", "num_probes",
+               op.device)
 
 
 def probe_group_size(op: Operator, num_probes: int, num_steps: int, reorth: Reorth,

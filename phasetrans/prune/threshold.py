@@ -130,6 +130,11 @@ def _bisect_then_scan(grid: _Grid, window: int, max_evaluations: int) -> int | N
     return best
 
 
+#: The finest grid of :func:`find_threshold`: ``1/M`` with ``M <= 10**9`` (32 bisection steps;
+#: finer steps than one weight in a billion have no meaning for a sparsity).
+MIN_RESOLUTION = 1e-9
+
+
 def find_threshold(
     model: nn.Module,
     evaluate: Callable[[nn.Module], float],
@@ -156,7 +161,7 @@ def find_threshold(
     ``evaluate(model) -> float``, higher is better (e.g. test accuracy). Holds at ``s`` when
     ``evaluate(w^(s)) >= baseline − tolerance`` (``strict``: ``>``); ``baseline`` defaults to
     ``evaluate(dense model)`` (that evaluation is the point ``s = 0``). Grid ``j/M``,
-    ``M = ⌈1/resolution⌉``; bisection assuming ``s = 0`` holds and ``s = 1`` fails, then a local
+    ``M = ⌈1/resolution⌉`` (``resolution`` in ``[1e-9, 0.5]``); bisection assuming ``s = 0`` holds and ``s = 1`` fails, then a local
     scan of up to ``window`` grid points above the best holding point, repeated while one holds,
     stopping at ``max_evaluations`` (30 suffices for ``resolution = 1e-3``). NaN metrics fail.
     ``refit``: ``None``; a callable ``refit(model, masks)`` that fine-tunes in place with the masks
@@ -173,6 +178,8 @@ def find_threshold(
     check_callable(evaluate, "evaluate")
     tolerance = check_float(tolerance, "tolerance", minimum=0.0)
     resolution = check_float(resolution, "resolution", minimum=0.0, maximum=0.5, strict_minimum=True)
+    if resolution < MIN_RESOLUTION:  # finer grids mean nothing past float64 sparsities
+        raise ValueError(f"resolution must be >= {MIN_RESOLUTION:g}, got {resolution:g}")
     check_bool(strict, "strict")
     window = check_int(window, "window", minimum=0)
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")

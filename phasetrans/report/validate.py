@@ -52,7 +52,9 @@ from .._io import check_out_dir
 from .._progress import resolve_progress
 from .._timing import Stopwatch
 from ..distributed import is_main_process
+from ..evaluate import check_classifier
 from ..prune.criteria import criterion_label, resolve_criterion
+from ..prune.threshold import MIN_RESOLUTION
 from .report import Report, layer_kept_fractions, pruning_curve
 
 __all__ = ["validate"]
@@ -172,7 +174,7 @@ def _checked(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_ste
     curve_points = check_int(curve_points, "curve_points", minimum=0)
     if curve_points == 1:
         raise ValueError("curve_points must be 0 or at least 2 (it includes both ends 0 and 1)")
-    resolution = check_float(resolution, "resolution", minimum=0.0, maximum=0.5, strict_minimum=True)
+    resolution = check_float(resolution, "resolution", minimum=MIN_RESOLUTION, maximum=0.5)
     refit_lr = check_float(refit_lr, "refit_lr", minimum=0.0, strict_minimum=True)
     train_kwargs = _check_kwargs(train_kwargs, "train_kwargs", train_l1)
     predict_kwargs = _check_kwargs(predict_kwargs, "predict_kwargs", predict_sparsity)
@@ -430,7 +432,11 @@ def validate(
         The network and the batch-mean loss (e.g. ``nn.CrossEntropyLoss()``).
     train_data, test_data
         DataLoaders (or lists of batches, or one ``(inputs, targets)`` tuple). ``train_data``
-        defines the training loss ``L`` (Hessian, ε); ``test_data`` the held-out accuracy.
+        defines the training loss ``L`` (Hessian, ε); ``test_data`` the held-out accuracy, so
+        the model must be a classifier: a single output per sample (a regression with
+        ``MSELoss``), non-integer or out-of-range labels raise ``ValueError`` before any stage
+        runs (one forward pass on the first test batch); for a regression, use
+        :func:`~phasetrans.predict_sparsity` and :func:`~phasetrans.find_loss_threshold`.
     l1
         ``None``: the weights are taken as trained. A number ``>= 0``: first train with
         :func:`~phasetrans.train_l1` (``l1``, ``epochs``, ``lr``, ``seed`` and ``train_kwargs``).
@@ -495,6 +501,10 @@ def validate(
                    seed, out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points,
                    resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion,
                    criterion_options, batch_fn, metric)
+    if run.metric_name == "accuracy":
+        # accuracy must be defined (several outputs, labels in range) before any long stage:
+        # a regression model (one output, MSELoss) is refused here, not after training
+        check_classifier(model, run.test, "test_data", "validate (it measures test accuracy)")
     with preserve_model(model) if not run.inplace else contextlib.nullcontext():
         work, history = model, None
         if run.l1 is not None:

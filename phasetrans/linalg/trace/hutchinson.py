@@ -11,7 +11,7 @@ from typing import Any
 
 from ..._checks import check_int, check_seed
 from ..density import Estimate
-from ..operator import apply, as_operator, guard
+from ..operator import apply, as_operator, check_ranks_agree_on, guard
 from ..probes import rademacher
 
 __all__ = ["hutchinson"]
@@ -26,8 +26,10 @@ def hutchinson(H: Any, num_matvecs: int = 100, seed: int = 0, block_size: int | 
     seed = check_seed(seed)
     if block_size is not None:
         block_size = check_int(block_size, "block_size", minimum=1)
+    check_ranks_agree_on(op, "hutchinson", num_matvecs=num_matvecs, seed=seed,
+                         block_size=block_size)
     with guard(op):
-        Z = rademacher(op.dim, num_matvecs, seed, op.device)
+        Z = rademacher(op.dim, num_matvecs, seed, op.device, "num_matvecs")
         samples = (Z * apply(op, Z, block_size, where="trace: hutchinson products")).sum(0)
         return Estimate(
             float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(num_matvecs)

@@ -13,7 +13,7 @@ import torch
 
 from ..._checks import check_int, check_seed
 from ..density import Estimate
-from ..operator import apply, as_operator, guard
+from ..operator import apply, as_operator, check_ranks_agree_on, guard
 from ..probes import rademacher
 
 __all__ = ["hutchpp"]
@@ -30,10 +30,11 @@ def hutchpp(H: Any, num_matvecs: int = 100, seed: int = 0, block_size: int | Non
     seed = check_seed(seed)
     if block_size is not None:
         block_size = check_int(block_size, "block_size", minimum=1)
+    check_ranks_agree_on(op, "hutch++", num_matvecs=num_matvecs, seed=seed, block_size=block_size)
     with guard(op):
         s = num_matvecs // 3
         g = num_matvecs - 2 * s
-        V = rademacher(op.dim, s + g, seed, op.device)
+        V = rademacher(op.dim, s + g, seed, op.device, "num_matvecs")
         S, G = V[:, :s], V[:, s:]
         Q, _ = torch.linalg.qr(apply(op, S, block_size, where="trace: hutch++ sketch products"))
         G = G - Q @ (Q.T @ G)

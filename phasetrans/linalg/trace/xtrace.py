@@ -13,7 +13,7 @@ import torch
 
 from ..._checks import check_int, check_seed
 from ..density import Estimate
-from ..operator import Operator, apply, as_operator, guard
+from ..operator import Operator, apply, as_operator, check_ranks_agree_on, guard
 from ..probes import rademacher
 
 __all__ = ["xtrace", "xtrace_estimates"]
@@ -31,9 +31,10 @@ def xtrace(H: Any, num_matvecs: int = 100, seed: int = 0, block_size: int | None
     seed = check_seed(seed)
     if block_size is not None:
         block_size = check_int(block_size, "block_size", minimum=1)
+    check_ranks_agree_on(op, "xtrace", num_matvecs=num_matvecs, seed=seed, block_size=block_size)
     with guard(op):
         m = num_matvecs // 2
-        est = xtrace_estimates(op, rademacher(op.dim, m, seed, op.device), block_size)
+        est = xtrace_estimates(op, rademacher(op.dim, m, seed, op.device, "num_matvecs"), block_size)
         return Estimate(float(est.mean()), float(est.std(correction=1)) / math.sqrt(m))
 
 
