@@ -75,13 +75,13 @@ def titled(ax: Any, title: str, note: str = REGIME, width: int | None = None) ->
     applies (wrapped at ``width`` characters, by default what fits the axes' width; the title is
     lifted above it). The note is an annotation with ``gid="applicability"``."""
     if width is None:
-        width = max(40, int(26 * ax.get_position().width * ax.figure.get_figwidth()))
+        width = max(40, int(17 * ax.get_position().width * ax.figure.get_figwidth()))
     lines = textwrap.wrap(note, width) if note else []
-    if lines:
+    if lines:  # out of the layout: the title's pad holds its place (a long line must not shrink the axes)
         ax.annotate("\n".join(lines), xy=(0.0, 1.0), xycoords="axes fraction", xytext=(0, 4),
                     textcoords="offset points", ha="left", va="bottom", fontsize="x-small",
-                    color="0.35", gid="applicability", annotation_clip=False)
-    ax.set_title(title, pad=8 + 8 * len(lines))
+                    color="0.35", gid="applicability", annotation_clip=False).set_in_layout(False)
+    ax.set_title(title, pad=6 + 9.5 * len(lines))
 
 
 def plain_log_ticks(axis: Any) -> None:

@@ -107,7 +107,7 @@ def plot_spectrum(spectrum: Any, ax: Any = None, path: Any = None, title: str | 
     ax.set_ylabel("spectral density φ(λ) (log scale)")
     titled(ax, title or f"Hessian spectrum, D = {spec.dim}  (mass at λ < 0: {neg:.1%})",
            "Hessian at the trained w* (prunable weights); Φ uses the SLQ nodes, not this "
-           "smoothing. " + REGIME)
+           "smoothing; " + REGIME)
     ax.legend(loc="upper right", fontsize="small")
     ax.grid(True, alpha=0.3)
     save(fig, path)
