@@ -240,6 +240,8 @@ class Prediction:
             ax, path = None, ax
         if path is not None:
             path = check_path(path, "path")
+        if ax is not None and not isinstance(ax, (list, tuple, np.ndarray)) and not hasattr(ax, "plot"):
+            raise TypeError(f"ax must be None, a matplotlib Axes, a pair of Axes or a path, got {type(ax).__name__}")
         return plot_prediction(self, ax=ax, path=path)
 
 
