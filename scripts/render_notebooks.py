@@ -8,7 +8,8 @@ kept: GitHub shows it with its figures), ``docs/notebooks/NN_name.md`` (the same
 the figures as ``docs/notebooks/NN_name_files/*.png``, plus ``docs/notebooks/README.md``, an
 index. Each notebook runs in a fresh kernel in a temporary folder (files it writes stay there),
 without ``MPLBACKEND`` (a user's kernel) and importing this checkout. A notebook that raises stops
-the script (exit code 1) and nothing of it is written. ``tests/test_notebooks.py`` checks that
+the script (exit code 1) and nothing of it is written; standard-error output (warnings, progress
+bars) is left out of the copies. ``tests/test_notebooks.py`` checks that
 the copies have the same code as ``notebooks/`` and an image in every figure cell.
 """
 
@@ -50,6 +51,8 @@ def execute(path: Path, quick: bool, timeout: int) -> nbformat.NotebookNode:
         os.environ.update(saved)
     for cell in nb.cells:  # no timestamps: a re-run with the same results changes nothing
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":  # no stderr (warnings, progress bars: machine paths, noise)
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
     return nb
 
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
-    mode = "quick (PHASETRANS_QUICK=1)" if args.quick else "full"
+    mode = "quick: PHASETRANS_QUICK=1" if args.quick else "full"
     for path in paths:
         start = time.perf_counter()
         nb = execute(path, args.quick, args.timeout)
