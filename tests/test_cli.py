@@ -14,7 +14,7 @@ import torch
 import phasetrans as pt
 from phasetrans.cli import build_parser, load_config, main
 
-SUBCOMMANDS = ("demo", "spectrum", "predict", "sweep", "validate")
+SUBCOMMANDS = ("demo", "spectrum", "predict", "sweep", "validate", "plot")
 SMALL = ["--num-steps", "4", "--num-probes", "2", "--quiet"]
 
 

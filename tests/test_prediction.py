@@ -296,8 +296,8 @@ def test_prediction_object(tmp_path):
     assert "sparsity=" in repr(p) and "window" in repr(p)
     for key in ("sort", "solve", "total"):
         assert p.timings[key] >= 0
-    fig = p.plot(path=tmp_path / "pred.png")  # plots.plot_crossing: one Axes
-    assert (tmp_path / "pred.png").stat().st_size > 0 and len(fig.axes) == 1
+    fig = p.plot(path=tmp_path / "pred.png")  # plots.plot_prediction: crossing + spectrum
+    assert (tmp_path / "pred.png").stat().st_size > 0 and len(fig.axes) == 2
     import matplotlib.pyplot as plt
 
     fig2, ax = plt.subplots()
@@ -433,20 +433,20 @@ def test_prediction_is_frozen_and_the_reference_pipeline_its_own_function():
 def test_prediction_plot_delegates_to_the_plots_module(tmp_path):
     import matplotlib.pyplot as plt
 
-    from phasetrans.report.plots import plot_crossing
+    from phasetrans.report.plots import plot_crossing, plot_prediction
 
     rng = np.random.default_rng(3)
     A = rng.standard_normal((40, 40))
     sd = pt.slq(DenseOperator(torch.tensor(A @ A.T / 40)), num_steps=10, num_probes=3, seed=0)
     p = critical_sparsity(rng.standard_normal(40), sd, eps=0.05)
-    fig, ref = p.plot(), plot_crossing(p)
-    assert len(fig.axes) == 1 and fig.axes[0].get_title() == ref.axes[0].get_title()
-    for got, want in zip(fig.axes[0].lines, ref.axes[0].lines, strict=True):
+    fig, ref = p.plot(), plot_prediction(p)  # two panels: the crossing and the quadrature
+    assert len(fig.axes) == 2 and [a.get_title() for a in fig.axes] == [a.get_title() for a in ref.axes]
+    for got, want in zip(fig.axes[0].lines, plot_crossing(p).axes[0].lines, strict=True):
         np.testing.assert_array_equal(got.get_xydata(), want.get_xydata())
     fig2, axes = plt.subplots(1, 2)
     assert p.plot(axes) is fig2
     assert axes[0].get_title() == ref.axes[0].get_title()
-    assert axes[1].get_yscale() == "log" and "spectrum" in axes[1].get_title()  # plot_spectrum
+    assert axes[1].get_yscale() == "log" and "spectrum" in axes[1].get_title()  # the quadrature
     with pytest.raises(TypeError, match="ax must be None, a matplotlib Axes, a pair of Axes or a path"):
         p.plot(ax=3)
     with pytest.raises(ValueError, match="path"):

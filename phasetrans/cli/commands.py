@@ -24,7 +24,7 @@ from .inputs import (
 )
 
 __all__ = [
-    "DEMO", "DEMO_QUICK", "cmd_demo", "cmd_spectrum", "cmd_predict", "cmd_sweep", "cmd_validate",
+    "DEMO", "DEMO_QUICK", "cmd_demo", "cmd_spectrum", "cmd_predict", "cmd_sweep", "cmd_validate", "cmd_plot",
     "model_shape", "emit", "log",
 ]
 
@@ -252,4 +252,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         **kwargs,
     )
     emit(args, {"command": "validate", **report.to_dict()}, report.summary())
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``phasetrans plot FILE``: the figures of a saved result, redrawn (``plots.plot_saved``)."""
+    from pathlib import Path
+
+    from ..report.plots import plot_saved
+
+    src = Path(args.file)
+    if not src.is_file():
+        raise UsageError(f"FILE must be an existing JSON file, got {src}")
+    out = Path(args.out) if args.out is not None else src.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out must be a directory, got an existing file: {out}")
+    written = plot_saved(src, out)
+    payload = {"command": "plot", "source": str(src), "figures": [str(p) for p in written]}
+    emit(args, payload, f"wrote {len(written)} figures to {out}: " + ", ".join(p.name for p in written))
     return EXIT_OK

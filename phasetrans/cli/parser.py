@@ -180,6 +180,22 @@ def _add_validate(sub: Any) -> None:
     p.set_defaults(func=commands.cmd_validate)
 
 
+def _add_plot(sub: Any) -> None:
+    p = sub.add_parser(
+        "plot", formatter_class=_Formatter, help="redraw the figures of a saved result",
+        description="Redraw every figure from a saved result: report.json (validate, demo), "
+                    "prediction.json (predict) or spectrum.json (spectrum); the same PNG files "
+                    "the run wrote, into --out (default: the folder of FILE).",
+        epilog="examples:\n  phasetrans plot out/val/report.json\n"
+               "  phasetrans plot out/pred/prediction.json --out figs --json",
+    )
+    p.add_argument("file", metavar="FILE", help="a report.json, prediction.json or spectrum.json")
+    p.add_argument("--out", metavar="DIR", help="directory for the PNG figures (default: FILE's folder)")
+    p.add_argument("--json", action="store_true", help="print the files written as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no messages on stderr")
+    p.set_defaults(func=commands.cmd_plot)
+
+
 def _version() -> str:
     from .._version import __version__
 
@@ -187,7 +203,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``phasetrans`` parser with its five subcommands (each sets ``func``, its ``cmd_*``)."""
+    """The ``phasetrans`` parser with its subcommands (each sets ``func``, its ``cmd_*``)."""
     parser = argparse.ArgumentParser(
         prog="phasetrans",
         description="Predict the critical sparsity of one-shot magnitude pruning from the Hessian "
@@ -202,6 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_demo, _add_spectrum, _add_predict, _add_sweep, _add_validate):
+    for add in (_add_demo, _add_spectrum, _add_predict, _add_sweep, _add_validate, _add_plot):
         add(sub)
     return parser

@@ -199,8 +199,14 @@ class SpectralDensity:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpectralDensity:
+        """The density of :meth:`to_dict`, or of what the tool wrote around it: a dict with the
+        density under ``"spectrum"`` (``spectrum.json`` of ``phasetrans spectrum``,
+        ``Prediction.to_dict()``, ``prediction.json``; ``dim`` taken from the outer dict when the
+        inner one lacks it)."""
         if not isinstance(d, dict):
             raise TypeError(f"d must be a dict, got {type(d).__name__}")
+        if "nodes" not in d and isinstance(d.get("spectrum"), dict):
+            d = {"dim": d.get("dim"), **d["spectrum"]} if "dim" in d else d["spectrum"]
         missing = {"nodes", "weights", "dim"} - d.keys()
         if missing:
             raise ValueError(f"d is missing keys {sorted(missing)}")

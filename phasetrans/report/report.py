@@ -213,6 +213,30 @@ class Report:
             atomic_write_text(path, text + "\n")
         return text
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Report:
+        """The :class:`Report` of :meth:`to_dict` (also the ``--json`` output of ``phasetrans
+        validate``/``demo``, whose ``command`` key is ignored): ``to_dict()`` of the result equals
+        ``d``. The prediction comes back with :meth:`Prediction.from_dict`, the thresholds as
+        ``Threshold``, the training history as ``TrainHistory``, ``figures`` as paths; ``model``
+        is not saved (``None``); ``summary`` is recomputed."""
+        return _report_from_dict(cls, d)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> Report:
+        """The :class:`Report` saved in ``path`` (``report.json`` from :func:`validate` with ``out``,
+        :meth:`to_json`, or ``phasetrans validate --out``)."""
+        from .._io import check_path
+
+        path = check_path(path, "path")
+        if not Path(path).is_file():
+            raise ValueError(f"path does not exist or is not a file: {path}")
+        try:
+            d = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"path is not a JSON file ({path}): {exc}") from None
+        return cls.from_dict(d)
+
     def plot(self, path: str | os.PathLike) -> list[Path]:
         """Write the figures as PNGs. ``path``: a directory (all four figures:
         ``spectrum.png``, ``crossing.png``, ``pruning_curve.png``, ``layers.png``) or a file
@@ -270,3 +294,47 @@ class Report:
             f"difference={100 * self.difference:+.2f} points, dim={self.prediction.dim}, "
             f"total={self.timings.get('total', float('nan')):.1f}s)"
         )
+
+
+_REPORT_KEYS = ("prediction", "threshold", "curve", "timings", "layers", "summary")
+
+
+def _threshold(d: Any, key: str) -> Any:
+    """A ``Threshold`` from its ``to_dict()`` (``points`` back to tuples), or ``None``."""
+    from ..prune.threshold import Threshold
+
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise TypeError(f"d[{key!r}] must be a dict (Threshold.to_dict()) or None, got {type(d).__name__}")
+    kwargs = {k: v for k, v in d.items() if k != "kept_fraction"}
+    kwargs["points"] = [tuple(p) for p in kwargs.get("points", [])]
+    try:
+        return Threshold(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"d[{key!r}] is not a Threshold.to_dict(): {exc}") from None
+
+
+def _report_from_dict(cls: type, d: Any) -> Report:
+    """:meth:`Report.from_dict`."""
+    from ..theory.critical import Prediction
+    from ..train import TrainHistory
+
+    if not isinstance(d, dict):
+        raise TypeError(f"d must be a dict (Report.to_dict()), got {type(d).__name__}")
+    missing = sorted(set(_REPORT_KEYS) - d.keys())
+    if missing:
+        raise ValueError(f"d is missing keys {missing} (not a Report.to_dict())")
+    if not isinstance(d["summary"], dict):
+        raise TypeError(f"d['summary'] must be a dict, got {type(d['summary']).__name__}")
+    training = d.get("training")
+    if training is not None and not isinstance(training, dict):
+        raise TypeError(f"d['training'] must be a dict or None, got {type(training).__name__}")
+    return cls(
+        prediction=Prediction.from_dict(d["prediction"]), threshold=_threshold(d["threshold"], "threshold"),
+        curve=d["curve"], timings=d["timings"], dense=dict(d["summary"].get("dense") or {}), layers=d["layers"],
+        refit_threshold=_threshold(d.get("refit_threshold"), "refit_threshold"),
+        loss_threshold=_threshold(d.get("loss_threshold"), "loss_threshold"),
+        training=None if training is None else TrainHistory(**training),
+        config=d.get("config") or {}, figures=[Path(p) for p in d.get("figures") or []],
+    )

@@ -181,6 +181,10 @@ class Prediction:
                             mean=float(np.sum(nodes * masses)))
                 if parsed.kind != "eigenvalues":
                     spec.update(nodes=parsed.nodes, weights=parsed.masses)
+                else:
+                    spec.update(eigenvalues=parsed.nodes.reshape(-1))
+                if hasattr(s, "to_dict"):  # exact nodes, weights, dim, lengths: from_dict reloads it
+                    spec.update(s.to_dict())
             except (TypeError, ValueError):  # pragma: no cover - stored spectra were validated
                 pass
         out = {
@@ -198,6 +202,15 @@ class Prediction:
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prediction:
+        """The :class:`Prediction` of :meth:`to_dict` (or of ``prediction.json`` from ``phasetrans
+        predict``, whose extra ``command`` key is ignored): equal field by field, ``to_dict`` of
+        the result equals ``d``. The spectrum comes back as a ``SpectralDensity`` (SLQ), the
+        eigenvalue array, or the ``(nodes, masses)`` pair; ``None`` where none was stored.
+        Numbers written as ``None`` (non-finite) come back as ``nan``."""
+        return prediction_from_dict(cls, d)
+
     def __repr__(self) -> str:
         unc = ""
         if self.uncertainty:
@@ -210,31 +223,77 @@ class Prediction:
         )
 
     def plot(self, ax: Any = None, path: Any = None):
-        """The paper's figure, drawn by ``plots.plot_crossing``: Φ(R) and the magnitude curve
-        s(R) with their crossing and the kinematic window. With a pair of Axes the second one
-        also gets the SLQ spectrum (``plots.plot_spectrum``; only for a ``SpectralDensity``).
+        """The prediction in two panels, drawn by ``plots.plot_prediction``: Φ(R) and the magnitude
+        curve s(R) with their crossing and the kinematic window, and the spectrum's quadrature
+        nodes/masses (for an eigenvalue array a log-count histogram), the method in the title.
 
-        ``ax``: ``None`` (a new figure), one Axes, or a pair of Axes; a str/path given as ``ax``
-        is taken as ``path``. ``path``: save the figure there (PNG). Returns the figure.
+        ``ax``: ``None`` (a new figure), one Axes (the crossing only), or a pair of Axes; a
+        str/path given as ``ax`` is taken as ``path``. ``path``: save the figure there (PNG).
+        Returns the figure.
         """
         import os
 
-        from matplotlib.axes import Axes
-
         from .._io import check_path
-        from ..report.plots import plot_crossing, plot_spectrum
+        from ..report.plots import plot_prediction
 
         if isinstance(ax, (str, os.PathLike)):
             ax, path = None, ax
         if path is not None:
             path = check_path(path, "path")
-        if isinstance(ax, (list, tuple, np.ndarray)):
-            ax, spectrum_ax = list(np.ravel(ax))[:2]
-            if hasattr(self.spectrum, "density"):
-                plot_spectrum(self.spectrum, ax=spectrum_ax)
-        elif ax is not None and not isinstance(ax, Axes):
+        if ax is not None and not isinstance(ax, (list, tuple, np.ndarray)) and not hasattr(ax, "plot"):
             raise TypeError(f"ax must be None, a matplotlib Axes, a pair of Axes or a path, got {type(ax).__name__}")
-        return plot_crossing(self, ax=ax, path=path)
+        return plot_prediction(self, ax=ax, path=path)
+
+
+_FROM_DICT_IGNORED = ("kept_fraction", "spectrum", "curve", "command")
+
+
+def prediction_from_dict(cls: type, d: Any) -> Prediction:
+    """:meth:`Prediction.from_dict` (the checks, the curve, the spectrum)."""
+    import dataclasses
+
+    if not isinstance(d, dict):
+        raise TypeError(f"d must be a dict (Prediction.to_dict()), got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = sorted(set(required) - {"spectrum"} - d.keys())
+    if missing:
+        raise ValueError(f"d is missing keys {missing} (not a Prediction.to_dict())")
+    curve = d["curve"]
+    if not isinstance(curve, dict) or {"radius", "phi", "sparsity"} - curve.keys():
+        raise ValueError("d['curve'] must be a dict with radius, phi and sparsity lists")
+    try:
+        arrays = [np.array([np.nan if v is None else v for v in curve[k]], dtype=np.float64)
+                  for k in ("radius", "phi", "sparsity")]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"d['curve'] must hold lists of numbers: {exc}") from None
+    kwargs = {k: v for k, v in d.items() if k in fields and k not in _FROM_DICT_IGNORED}
+    for k in ("sparsity", "lower", "upper", "radius", "eps", "eta", "zero_mass"):
+        if kwargs[k] is None:
+            kwargs[k] = float("nan")
+    spec = d.get("spectrum") or {}
+    if not isinstance(spec, dict):
+        raise TypeError(f"d['spectrum'] must be a dict, got {type(spec).__name__}")
+    return cls(**kwargs, curve=Curve(*arrays), spectrum=_spectrum_from_dict(spec, d["dim"]),
+               spectrum_kind=spec.get("kind", d.get("spectrum_kind", "")))
+
+
+def _spectrum_from_dict(spec: dict, dim: int) -> Any:
+    """The spectrum :meth:`Prediction.to_dict` stored: a ``SpectralDensity`` for SLQ (files
+    written before ``dim`` was stored take the prediction's ``D``), the eigenvalues, the
+    ``(nodes, masses)`` pair, or ``None``."""
+    from ..linalg.density import SpectralDensity
+
+    kind = spec.get("kind", "")
+    if kind == "slq" and "nodes" in spec:
+        return SpectralDensity.from_dict({"dim": dim, **spec})
+    if kind == "eigenvalues" and spec.get("eigenvalues") is not None:
+        return np.asarray(spec["eigenvalues"], dtype=np.float64)
+    if kind == "density" and "nodes" in spec:
+        return (np.asarray(spec["nodes"], dtype=np.float64).reshape(-1),
+                np.asarray(spec["weights"], dtype=np.float64).reshape(-1))
+    return None
 
 
 # ------------------------------------------------------------------------------------------
