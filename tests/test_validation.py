@@ -149,3 +149,20 @@ def test_the_study_is_not_in_the_package():
     packages = setuptools.find_packages(str(ROOT), include=["phasetrans*"])
     assert {"phasetrans", "phasetrans.report", "phasetrans.cli"} <= set(packages)
     assert not any(p.split(".")[0] == "studies" for p in packages)
+
+
+def test_teacher_hessian_data_pairs_inputs_with_their_labels():
+    """The teacher–student Hessian data must be the dataset's own (input, label) pairs: two
+    passes over the shuffling training loader would pair inputs with another permutation's
+    labels (the bug fixed in issue 15)."""
+    from studies.validation.cases import case_data
+
+    train, (X, y), (Xte, yte), _ = case_data({"model": "teacher"}, seed=0, device="cpu", data_root=None)
+    assert train.sampler.__class__.__name__ == "RandomSampler"  # the loader does shuffle
+    Xd, yd = train.dataset.tensors
+    assert torch.equal(X, Xd) and torch.equal(y, yd)
+    # every input keeps its own label: look each batch's rows up in the dataset
+    index = {tuple(row.tolist()): int(lab) for row, lab in zip(Xd, yd)}
+    xb, yb = next(iter(train))
+    assert all(index[tuple(r.tolist())] == int(lab) for r, lab in zip(xb, yb))
+    assert Xte.shape[0] == yte.shape[0] > 0
