@@ -48,6 +48,8 @@ __all__ = [
     "plot_prediction_scatter",
     "plot_case_curve",
     "plot_l1_ablation",
+    "plot_oneshot_study",
+    "applicability_note",
     "new_axes",
     "save_figure_atomic",
 ]
@@ -197,14 +199,47 @@ def plot_spectrum(spectrum: Any, ax: Any = None, path: Any = None, title: str | 
     return fig
 
 
+def applicability_note(prediction: Any) -> str | None:
+    """The figures' one-line note: "theory applies / does not apply: ..." (``None`` if not assessed)."""
+    applies = getattr(prediction, "applies", None)
+    if applies is None:
+        return None
+    a = prediction.details.get("applicability", {})
+    if str(prediction.method).startswith("oneshot"):
+        return f"{prediction.method} estimate ({'model checked' if applies else 'model off: use forward'})"
+    if applies:
+        return f"theory applies: ΔL₂(s*)/ε = {a.get('ratio', float('nan')):.2f} ≤ {a.get('max_ratio', 1.5):g}"
+    return (f"theory does not apply: ΔL₂(s*)/ε = {a.get('ratio', float('nan')):.2f} > {a.get('max_ratio', 1.5):g};"
+            " s* is an existence limit, use pt.predict_oneshot")
+
+
+def _draw_note(ax: Any, prediction: Any) -> None:
+    note = applicability_note(prediction)
+    if note:
+        ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize="small", va="bottom",
+                color="tab:green" if prediction.applies else "tab:red")
+
+
 def plot_crossing(prediction: Any, ax: Any = None, path: Any = None):
     """Φ(R) (theory) against s(R) (the magnitude curve of the trained weights) and the
-    predicted critical sparsity at their crossing, with the kinematic window shaded.
-    ``prediction``: a ``Prediction`` (or a ``Report``)."""
+    predicted critical sparsity at their crossing, with the kinematic window shaded and the
+    applicability note. ``prediction``: a ``Prediction`` (or a ``Report``). A one-shot estimate
+    (``pt.predict_oneshot``) is drawn as its loss change ΔL(s) against τ instead."""
     if hasattr(prediction, "prediction"):
         prediction = prediction.prediction
     pred = _check_prediction(prediction)
     fig, ax = new_axes(ax, (6.4, 4.0))
+    if str(pred.method).startswith("oneshot"):
+        s_, dl = np.array(pred.details["points"], dtype=float).reshape(-1, 2).T
+        ax.plot(s_, dl, ".", color="tab:blue", label="ΔL(s) = L(w^(s)) − L(w*) evaluated")
+        ax.axhline(pred.details["tau"], color="k", ls=":", label=f"τ = {pred.details['tau']:.3g}")
+        ax.axvline(pred.sparsity, color=_PRED_COLOR, label=f"estimate ŝ = {pred.sparsity:.4f}")
+        ax.set_yscale("symlog", linthresh=pred.details["tau"])
+        ax.set(xlabel="sparsity s", ylabel="training-loss change", title=f"One-shot estimate ({pred.method})")
+        ax.legend(fontsize="small", loc="upper left")
+        _draw_note(ax, pred)
+        _save(fig, path)
+        return fig
     c = pred.curve
     R, phi, s = np.asarray(c.radius), np.asarray(c.phi), np.asarray(c.sparsity)
     ax.plot(R, phi, color="tab:green", lw=1.6, label="Φ(R): normalised width of the sublevel set")
@@ -221,6 +256,7 @@ def plot_crossing(prediction: Any, ax: Any = None, path: Any = None):
     ax.set_title(f"Predicted critical sparsity  (ε = {pred.eps:.3g}, D = {pred.dim})")
     ax.legend(loc="center right", fontsize="small")
     ax.grid(True, alpha=0.3)
+    _draw_note(ax, pred)
     _save(fig, path)
     return fig
 
@@ -263,6 +299,10 @@ def plot_pruning_curve(report: Any, ax: Any = None, path: Any = None):
         labels.append("test loss")
     ax.legend(handles, labels, loc="lower left", fontsize="small", framealpha=0.9)
     ax.set_title("One-shot global magnitude pruning: theory vs measurement")
+    note = applicability_note(pred)
+    if note:
+        ax.text(0.99, 0.99, note, transform=ax.transAxes, fontsize="small", ha="right", va="top",
+                color="tab:green" if pred.applies else "tab:red")
     _save(fig, path)
     return fig
 
@@ -460,4 +500,48 @@ def plot_l1_ablation(rows: Any, ax: Any = None, path: Any = None):
     ax.legend(fontsize="small", loc="upper left")
     ax.grid(True, alpha=0.3)
     _save(fig, path, tight=True)
+    return fig
+
+
+def plot_oneshot_study(cases: Any, path: Any = None):
+    """The one-shot study (studies/oneshot): left, paper s* (open) and one-shot estimate (filled)
+    against the measured one-shot threshold, the measurement window as a horizontal error bar
+    (``applies`` True in green); right, |error| in points against l1. ``cases``: dicts with
+    ``paper``, ``estimate``, ``measured``, ``window``, ``applies``, ``l1``, ``heldout``."""
+    from matplotlib.figure import Figure
+
+    cases = [c for c in cases if isinstance(c, dict) and c.get("dense_acc", 1) >= 0.5]
+    if not cases:
+        raise TypeError("cases must be a non-empty sequence of case dicts")
+    fig = Figure(figsize=(12, 5), dpi=100, layout="constrained")
+    ax, bx = fig.subplots(1, 2)
+    ax.plot([0, 1], [0, 1], "k-", lw=0.8)
+    for c in cases:
+        m, (lo, hi) = c["measured"], c["window"]
+        err = [[max(m - lo, 0)], [max(hi - m, 0)]]
+        col = "tab:green" if c["applies"] else "tab:red"
+        ax.errorbar([m], [c["paper"]], xerr=err, fmt="o", mfc="none", color=col, ms=5, lw=0.6)
+        ax.errorbar([m], [c["estimate"]], xerr=err, fmt="^" if c["heldout"] else "o", color="tab:blue", ms=4, lw=0.6)
+    for lab, kw in (("paper s*, applies", dict(marker="o", mfc="none", color="tab:green")),
+                    ("paper s*, does not apply", dict(marker="o", mfc="none", color="tab:red")),
+                    ("predict_oneshot (▲ held-out)", dict(marker="o", color="tab:blue"))):
+        ax.plot([], [], ls="", label=lab, **kw)
+    ax.set(xlabel="measured one-shot threshold (bar: measurement window)", ylabel="predicted / estimated",
+           title="Prediction and estimate vs measurement")
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    l1s = sorted({c["l1"] for c in cases})
+    pos = {v: i for i, v in enumerate(l1s)}
+    rng = np.random.default_rng(0)
+    for key, col, dx in (("paper", _PRED_COLOR, -0.12), ("estimate", "tab:blue", 0.12)):
+        xs = [pos[c["l1"]] + dx + rng.uniform(-0.05, 0.05) for c in cases]
+        bx.plot(xs, [abs(c[key] - c["measured"]) * 100 for c in cases], "o", color=col, ms=4, alpha=0.7,
+                label="paper s*" if key == "paper" else "predict_oneshot")
+    bx.set_xticks(range(len(l1s)), [f"{v:g}" for v in l1s])
+    bx.set_yscale("symlog", linthresh=1)
+    bx.axhline(3, color="k", ls=":", lw=0.8)
+    bx.set(xlabel="l1 strength of training", ylabel="|error| (points)", title="Error vs l1")
+    bx.legend(fontsize="small")
+    bx.grid(True, alpha=0.3)
+    _save(fig, path)
     return fig
