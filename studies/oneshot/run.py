@@ -74,6 +74,8 @@ def run_study(out: str | Path = "docs", weights: str | None = None, cases=None, 
             f"applies={r['applies']} ({r['ratio']:.2f}) est={r['estimate']:.3f} measured={r['measured']:.3f} "
             f"window={r['window']} ({r['seconds']:.1f} s)")
     res["seconds"] = time.perf_counter() - t0
+    # compute time of every case, also of cases resumed from an earlier (or parallel) run
+    res["case_seconds"] = sum(c.get("seconds", 0.0) for c in res["cases"])
     res["summary"] = summarize(res["cases"])
     draw_figures(res, out)
     atomic_write_json(path, res)
