@@ -539,6 +539,7 @@ def plot_oneshot_study(cases: Any, path: Any = None):
                 label="paper s*" if key == "paper" else "predict_oneshot")
     bx.set_xticks(range(len(l1s)), [f"{v:g}" for v in l1s])
     bx.set_yscale("symlog", linthresh=1)
+    bx.set_ylim(bottom=0)
     bx.axhline(3, color="k", ls=":", lw=0.8)
     bx.set(xlabel="l1 strength of training", ylabel="|error| (points)", title="Error vs l1")
     bx.legend(fontsize="small")

@@ -71,10 +71,10 @@ def summarize(cases: list[dict]) -> dict:
     groups = {
         "calibration": [c for c in ok if not c["heldout"]],
         "held-out": [c for c in ok if c["heldout"]],
-        "calibration, within 1 point of the l1-free baseline": [
+        "calibration, dense accuracy ≥ l1-free baseline − 1 point": [
             c for c in ok if not c["heldout"] and c["baseline_acc"] is not None
             and c["dense_acc"] >= c["baseline_acc"] - 0.01],
-        "held-out, within 1 point of the l1-free baseline": [
+        "held-out, dense accuracy ≥ l1-free baseline − 1 point": [
             c for c in ok if c["heldout"] and c["baseline_acc"] is not None
             and c["dense_acc"] >= c["baseline_acc"] - 0.01],
     }
@@ -136,9 +136,29 @@ def _rule_table(groups: dict) -> list[str]:
             "False but within 3 pts |", "|---|---|---:|---:|---:|---:|---:|"]
     for g in ("calibration", "held-out"):
         for k, s in groups[g]["rules"].items():
-            rows.append(f"| {g} | {k} | {s['n_true']}/{s['n']} | {_f(s['worst'], 2)} (`{s['worst_case']}`) | "
+            rows.append(f"| {g} | {k.replace('|', chr(92) + '|')} | {s['n_true']}/{s['n']} | {_f(s['worst'], 2)} (`{s['worst_case']}`) | "
                         f"{_f(s['worst_window'], 2)} | {s['strong_l1_true']}/{s['strong_l1']} | "
                         f"{s['false_negatives_within3']} |")
+    return rows
+
+
+def _drivers(cases: list[dict]) -> list[str]:
+    """Median |error| of s* and of the estimate, the median window width and how often ``applies``
+    is True, by l1 strength and by schedule (calibration and held-out nets together)."""
+    ok = [c for c in cases if c["dense_acc"] >= 0.5]
+    rows = ["| by | value | cases | median \\|s* − meas.\\| | median \\|est − meas.\\| | median window width | "
+            "median ΔL₂(s*)/ε | applies True |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for key, label in (("l1", "l1"), ("schedule", "schedule"), ("heldout", "held-out")):
+        for v in sorted({c[key] for c in ok}, key=str):
+            cs = [c for c in ok if c[key] == v]
+            m = [float(np.median(x)) for x in (
+                [abs(c["paper"] - c["measured"]) * 100 for c in cs],
+                [abs(c["estimate"] - c["measured"]) * 100 for c in cs],
+                [(c["window"][1] - c["window"][0]) * 100 for c in cs],
+                [c["ratio"] for c in cs])]
+            shown = f"{v:g}" if isinstance(v, float) else str(v)
+            rows.append(f"| {label} | {shown} | {len(cs)} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | {m[3]:.2f} | "
+                        f"{sum(bool(c['applies']) for c in cs)} |")
     return rows
 
 
@@ -177,6 +197,15 @@ def render_markdown(res: dict) -> str:
     lines += [f"- {k}: **{'met' if v else 'not met'}**" for k, v in summ["targets"].items()]
     lines += ["", *_estimator_table(summ["groups"]), "", "### Applicability rules", "", *_rule_table(summ["groups"]),
               "", "![predicted and estimated vs measured; error vs l1](figures/oneshot.png)", "",
+              "### What drives the gap", "", *_drivers(cases), "",
+              "Windows in points (last holding grid point before the first failure to the last holding one). "
+              "l1 drives everything: ΔL₂(s*)/ε, the paper's error and the window width fall together as l1 grows. "
+              "The schedule rows are not like for like (the constant-rate nets are mlp, wide and lenet only, the "
+              "cosine set adds teacher, big and the held-out nets); per architecture the constant schedule shows "
+              "the same l1 dependence (see the case table). The estimate is a training-loss threshold (THEORY §8): on the "
+              "held-out sets the test margins differ from the training ones (breast_cancer, wine: test accuracy "
+              "survives far past the loss threshold; make_moons: noisy labels make ε large), which no function of "
+              "training loss and ε can see.", "",
               "## Every case", "", *_case_table(cases)]
     if summ["collapsed"]:
         lines += ["", f"Collapsed (dense accuracy < 0.5, left out of the statistics): {', '.join(summ['collapsed'])}."]
