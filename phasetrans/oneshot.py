@@ -11,7 +11,7 @@ smallest ``|w*_i|``) the estimate is the threshold of the loss criterion
 
 - ``method="forward"`` (:func:`oneshot_forward`): measured, by forward passes over ``data`` at the
   pruned weights (bisection on a grid of ``resolution``, then a local scan:
-  :func:`phasetrans.find_loss_threshold`). Exact for the criterion; 15–30 passes.
+  :func:`phasetrans.find_loss_threshold`). Exact for the criterion; 12–26 passes in the study.
 - ``method="quadratic"`` (:func:`oneshot_quadratic`): the second-order model along the actual
   direction, ``ΔL₂(s) = gᵀδ(s) + ½ δ(s)ᵀHδ(s)``, for ``grid`` sparsities at once from ONE
   batched product ``H @ [δ(s_1) … δ(s_K)]``, refined in the bracketing cell until it is narrower
@@ -163,13 +163,13 @@ def predict_oneshot(model: nn.Module, loss_fn: Callable, data: Any, eps: float |
     direction, as in the paper's Φ) remains. ``ε`` (std of the batch-64 training losses) is the
     resolution at which one mini-batch sees the loss; ``τ = 2ε`` reads "indistinguishable at two
     batch standard deviations" and is the one calibrated constant (``tolerance``; the study scans
-    1, 2, 4: 2 has the smallest distance to the measured window).
+    1, 2, 4: 2 has the smallest median distance to the measured window, docs/ONESHOT.md).
 
-    Cost and choice. ``"forward"``: 15–30 forward passes over ``data`` (+1 for ``eps=None``),
+    Cost and choice. ``"forward"``: 12–26 forward passes over ``data`` (+1 for ``eps=None``),
     exact for its criterion: the default. ``"quadratic"``: 1 gradient pass, ``grid`` Hessian
     columns per product (≈ 2–4 gradient passes each; ~3 products at ``resolution = 1e-3``) and 2
-    forward passes: ~10× dearer and a few points high on l1-free networks (ReLUs switch off far
-    along the path); worth it when the Hessian products are paid for anyway, or only an HVP
+    forward passes: ~10× dearer and 3–8 points above the forward estimate on l1-free networks
+    (ReLUs switch off far along the path); worth it when the Hessian products are paid for anyway, or only an HVP
     oracle is at hand. ``applies`` / ``warnings``: see :func:`_verdict`.
 
     Returns a :class:`~phasetrans.Prediction` with ``method="oneshot-forward"`` /

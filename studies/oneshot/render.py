@@ -210,7 +210,7 @@ def render_markdown(res: dict) -> str:
     if summ["collapsed"]:
         lines += ["", f"Collapsed (dense accuracy < 0.5, left out of the statistics): {', '.join(summ['collapsed'])}."]
     lines += ["", "## Costs", "",
-              "Forward estimate: 15–30 forward passes over the training set (`estimates.forward_2.forward_passes` "
+              "Forward estimate: 12–26 forward passes over the training set (`estimates.forward_2.forward_passes` "
               "in the json). Quadratic: 1 gradient pass + the Hessian columns listed in the json "
               "(`hessian_columns`, 16 per product) + 2 forward passes. Applicability: 1 gradient pass + 1 Hessian "
               "column on top of the SLQ products of the prediction.", ""]
