@@ -189,7 +189,9 @@ def render_markdown(res: dict) -> str:
         "- **Measured**: `pt.find_threshold` on test accuracy, tolerance 0 (the reference protocol). "
         "**Window**: test accuracy on a 0.005 grid, [last s before the first failure, last s that holds] — "
         "every point of it is an equally valid outcome of the zero-tolerance protocol (THEORY §9). "
-        "Errors in points (100 × sparsity); *to window* = distance to the window (0 inside).",
+        "Errors in points (100 × sparsity); *to window* = distance to the window (0 inside). "
+        "`find_threshold` searches a 1e-3 grid, so its value can lie a few thousandths outside the "
+        "0.005-grid window.",
         "",
         "## Summary",
         "",
