@@ -4,7 +4,7 @@ and validate the prediction by pruning.
 
 The package re-exports its public names here (``import phasetrans as pt``); the layers live in
 folders (docs/DEVELOPING.md): ``linalg`` (operators, spectral estimators) → ``theory`` (geometry,
-the critical sparsity) → ``prune`` / ``train`` / ``evaluate`` → ``predict`` → ``report`` → ``cli``.
+the critical sparsity) → ``prune`` / ``train`` / ``evaluate`` → ``predict`` (and ``oneshot``) → ``report`` → ``cli``.
 """
 
 import sys as _sys
@@ -30,6 +30,7 @@ from .linalg import (
     trace,
 )
 from .models import build_model
+from .oneshot import predict_oneshot
 from .params import prunable_parameters, pruned_count, select_parameters
 from .predict import (
     ZeroMassEstimate,

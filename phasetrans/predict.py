@@ -2,7 +2,8 @@
 (Zhang, Zhang, Sun, Liu, NeurIPS 2024). :func:`predict_sparsity` builds the dataset-level Hessian,
 estimates its spectrum (SLQ, or dense eigenvalues for small ``D``), the loss tolerance ε, the
 trace for the Jensen bound and the flat mass ``p0`` where asked, and solves ``s = Φ(R(s))``
-exactly (:func:`phasetrans.theory.critical.critical_sparsity`).
+exactly (:func:`phasetrans.theory.critical.critical_sparsity`); then it checks whether that
+answer describes one-shot pruning of this network (:func:`applicability_stage`, THEORY §7).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from .linalg.memory import check_fits
 from .linalg.operator import as_operator
 from .linalg.trace import TraceMethod
 from .params import ParamSelection, pruned_count
+from .theory.applicability import (
+    Applicability,
+    assess_applicability,
+    implied_l1,
+    quadratic_path_losses,
+    spike_mass,
+)
 from .theory.critical import Prediction, check_eta, critical_sparsity
 from .theory.magnitude import weights_tensor
 from .theory.spectrum import to_numpy
@@ -33,6 +41,7 @@ from .theory.width import Negative, check_eps, check_negative, check_zero_mass
 
 __all__ = [
     "BatchNormMode",
+    "applicability_stage",
     "SpectrumMethod",
     "TraceMethod",
     "ZeroMassEstimate",
@@ -242,6 +251,23 @@ def _zero_mass_stage(H: HessianOperator, weights: torch.Tensor, cfg: _Settings) 
     return p0, {"zero_mass_estimate": zm.fraction, "zero_mass_row_l1": zm.row_l1}
 
 
+def applicability_stage(H: HessianOperator, sparsity: float, eps: float,
+                        gradient: torch.Tensor | None = None) -> tuple[Applicability, dict]:
+    """Stage "applicability" (THEORY §7): ``ΔL₂(s*) = gᵀδ(s*) + ½δ(s*)ᵀHδ(s*)`` along the actual
+    magnitude-pruning direction at the paper's ``s*``, against ε
+    (:func:`~phasetrans.theory.applicability.assess_applicability`). One gradient pass (skipped
+    when ``gradient`` is given) and one Hessian column. Returns the verdict and the costs."""
+    passes = 0
+    if gradient is None:
+        _, gradient, _, _ = H.loss_and_gradient()
+        passes = 1
+    w = H.parameters_vector()
+    first, second = quadratic_path_losses(gradient, H, w, [sparsity])
+    verdict = assess_applicability(first[0], second[0], eps, sparsity, spike_mass(w),
+                                   implied_l1(gradient, w, sparsity))
+    return verdict, {"gradient_passes": passes, "hessian_columns": 1}
+
+
 def predict_sparsity(
     model: nn.Module,
     loss_fn: Any,
@@ -287,6 +313,12 @@ def predict_sparsity(
     same batches, also from a shuffling DataLoader (``drop_last`` included), so ``H`` is one
     fixed matrix and ε, and so the prediction, are the same on every call
     (:class:`~phasetrans.HessianOperator`).
+
+    ``applies`` / ``warnings`` of the result (THEORY §7): does ``s*`` describe one-shot pruning of
+    *this* network? ``ΔL₂(s*)/ε ≤ 1.5`` for the second-order loss change of the actual
+    magnitude-pruned point (one gradient pass and one Hessian column, ``details["applicability"]``).
+    True in the paper's regime (strong l1, most weights near zero); where False the warnings say
+    why and point to :func:`phasetrans.predict_oneshot`.
     """
     clock = Stopwatch()
     cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,
@@ -312,12 +344,16 @@ def predict_sparsity(
                 p0, found = _zero_mass_stage(H, weights, cfg)
             details.update(found)
 
-    pred = critical_sparsity(
-        weights, spectrum, eps, eta=eta, negative=negative, zero_mass=p0, trace=trace_value,
-        bootstrap=bootstrap, seed=cfg.seed, reference_emulation=reference_emulation,
-    )
+        pred = critical_sparsity(
+            weights, spectrum, eps, eta=eta, negative=negative, zero_mass=p0, trace=trace_value,
+            bootstrap=bootstrap, seed=cfg.seed, reference_emulation=reference_emulation,
+        )
+        with clock("applicability"):
+            verdict, cost = applicability_stage(H, pred.sparsity, eps)
+        details["applicability"] = {**verdict.to_dict(), **cost}
     timings = {**clock.timings, **{f"solve_{k}": v for k, v in pred.timings.items()}}
     return dataclasses.replace(
         pred, trace_source=cfg.trace_method or pred.trace_source, eps_source=eps_source,
         details={**pred.details, **details}, timings={**timings, "total": clock.elapsed},
+        applies=verdict.applies, warnings=verdict.warnings,
     )

@@ -18,7 +18,7 @@ LAYERS = [
     ("data", ["data", "models"]),
     ("theory", ["theory"]),
     ("prune", ["prune", "train", "evaluate"]),
-    ("predict", ["predict"]),
+    ("predict", ["predict", "oneshot"]),
     ("report", ["report"]),
     ("cli", ["cli", "__main__"]),
     ("package", ["__init__"]),

@@ -488,7 +488,7 @@ def test_predict_sparsity_eps_default_and_untouched():
     assert p.eps_source == "batch_loss_std" and p.trace_source == "hutchinson"
     assert p.dim == 2080 and p.uncertainty is not None
     assert fingerprints_equal(before, model_fingerprint(model))
-    assert list(p.timings) == ["eps", "spectrum", "trace", "solve_sort", "solve_solve",
+    assert list(p.timings) == ["eps", "spectrum", "trace", "applicability", "solve_sort", "solve_solve",
                                "solve_bootstrap", "solve_curve", "solve_total", "total"]
     with pytest.raises(ValueError, match="eps"):
         predict_sparsity(model, loss_fn, data[0], num_steps=5, num_probes=2)  # one batch: no std

@@ -149,3 +149,54 @@ def test_the_study_is_not_in_the_package():
     packages = setuptools.find_packages(str(ROOT), include=["phasetrans*"])
     assert {"phasetrans", "phasetrans.report", "phasetrans.cli"} <= set(packages)
     assert not any(p.split(".")[0] == "studies" for p in packages)
+
+
+def test_teacher_hessian_data_pairs_inputs_with_their_labels():
+    """The teacher–student Hessian data must be the dataset's own (input, label) pairs: two
+    passes over the shuffling training loader would pair inputs with another permutation's
+    labels (the bug fixed in issue 15)."""
+    from studies.validation.cases import case_data
+
+    train, (X, y), (Xte, yte), _ = case_data({"model": "teacher"}, seed=0, device="cpu", data_root=None)
+    assert train.sampler.__class__.__name__ == "RandomSampler"  # the loader does shuffle
+    Xd, yd = train.dataset.tensors
+    assert torch.equal(X, Xd) and torch.equal(y, yd)
+    # every input keeps its own label: look each batch's rows up in the dataset
+    index = {tuple(row.tolist()): int(lab) for row, lab in zip(Xd, yd)}
+    xb, yb = next(iter(train))
+    assert all(index[tuple(r.tolist())] == int(lab) for r, lab in zip(xb, yb))
+    assert Xte.shape[0] == yte.shape[0] > 0
+
+
+def test_oneshot_study_window_and_summary():
+    """studies.oneshot: the measurement window on a grid and the summary statistics, exactly."""
+    import studies.oneshot as O
+
+    s = np.round(np.arange(0, 1.0001, 0.1), 4)
+    ok = np.array([1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0], bool)  # holds again after the first failure
+    assert O.window_of(s, ok) == (0.2, 0.8)
+    assert O.window_of(s, np.ones(11, bool)) == (1.0, 1.0)
+    assert O.window_of(s, np.zeros(11, bool)) == (0.0, 0.0)
+
+    def case(name, l1, paper, est, measured, window, ratio, heldout=False, acc=0.9):
+        e = {k: {"sparsity": est} for k in ("forward_1", "forward_2", "forward_4", "quadratic_2")}
+        return {"name": name, "arch": name.split("_")[0], "l1": l1, "schedule": "cos", "heldout": heldout,
+                "dense_acc": acc, "paper": paper, "estimates": e, "measured": measured, "window": window,
+                "ratio": ratio, "spike_mass": 0.95 if l1 else 0.01}
+
+    cases = [case("a_0", 0.0, 0.70, 0.40, 0.35, [0.30, 0.60], 9.0),
+             case("a_3", 3e-3, 0.97, 0.96, 0.95, [0.95, 0.95], 1.2),
+             case("b_0", 0.0, 0.50, 0.50, 0.50, [0.50, 0.50], 5.0, acc=0.2),  # collapsed: left out
+             case("h_0", 0.0, 0.80, 0.50, 0.90, [0.60, 0.90], 4.0, heldout=True)]
+    summ = O.summarize(cases)
+    assert summ["collapsed"] == ["b_0"]
+    cal = summ["groups"]["calibration"]
+    est = cal["estimators"]["forward, τ = 2ε (predict_oneshot default)"]
+    assert est["n"] == 2 and est["max"] == pytest.approx(5.0) and est["median"] == pytest.approx(3.0)
+    assert est["max_window"] == pytest.approx(1.0) and est["median_window"] == pytest.approx(0.5)
+    rule = cal["rules"]["ratio ≤ 1.5 (shipped)"]
+    assert rule["n_true"] == 1 and rule["worst"] == pytest.approx(2.0) and rule["worst_case"] == "a_3"
+    held = summ["groups"]["held-out"]["estimators"]["paper s*"]
+    assert held["n"] == 1 and held["max"] == pytest.approx(10.0) and held["max_window"] == pytest.approx(0.0)
+    assert summ["targets"]["applies: worst |s* − one-shot| ≤ 3 where True, calibration"] is True
+    assert summ["targets"]["estimator (median ≤ 2, max ≤ 5), calibration"] is False

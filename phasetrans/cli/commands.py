@@ -161,6 +161,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             progress=_progress(args), **kwargs)
     pred = dataclasses.replace(pred, eps_source=eps_source)
     payload = {"command": "predict", **pred.to_dict()}
+    oneshot = None
+    if pred.applies is False:  # the paper's s* is not the one-shot threshold here: estimate that
+        from ..oneshot import predict_oneshot
+
+        oneshot = predict_oneshot(model, loss_fn(), hessian_data(train, cfg), eps=pred.eps)
+        payload["oneshot"] = oneshot.to_dict()
     if out is not None:
         atomic_write_text(out / "prediction.json", json.dumps(payload) + "\n")
         plot_crossing(pred, path=out / "crossing.png")
@@ -169,6 +175,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     text = (f"predicted critical sparsity {pred.sparsity:.4f} (kept fraction {pred.kept_fraction:.4f})"
             f"\n  kinematic window [{pred.lower:.4f}, {pred.upper:.4f}], D = {pred.dim}, "
             f"eps = {pred.eps:.4g}, R(s*) = {pred.radius:.4g}")
+    if pred.applies is not None:
+        text += f"\n  theory {'applies' if pred.applies else 'does NOT apply'} to this network"
+        text += "".join(f"\n  - {w}" for w in pred.warnings)
+    if oneshot is not None:
+        text += (f"\none-shot estimate (pt.predict_oneshot, training loss within {oneshot.details['tau']:.3g}): "
+                 f"{oneshot.sparsity:.4f}")
     emit(args, payload, text)
     return EXIT_OK
 

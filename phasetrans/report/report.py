@@ -189,6 +189,8 @@ class Report:
                 "refit_sparsity": None if self.refit_threshold is None else self.refit_threshold.sparsity,
                 "loss_criterion_sparsity": None if self.loss_threshold is None else self.loss_threshold.sparsity,
                 "dense": self.dense,
+                "applies": self.prediction.applies,
+                "warnings": list(self.prediction.warnings),
             },
             "prediction": self.prediction.to_dict(),
             "threshold": self.threshold.to_dict(),
@@ -264,6 +266,9 @@ class Report:
             f"difference (pred − meas)     {100 * self.difference:+.2f} points"
             f"{'  (inside the window)' if self.within_window else ''}",
         ]
+        if p.applies is not None:  # THEORY §7: does s* describe one-shot pruning of this network?
+            lines.insert(1, f"theory {'applies' if p.applies else 'does NOT apply'} to this network"
+                            + "".join(f"\n  - {w}" for w in p.warnings))
         if self.refit_threshold is not None:
             lines.append(f"after re-fit on the support  {self.refit_threshold.sparsity:.4f}")
         if self.loss_threshold is not None:

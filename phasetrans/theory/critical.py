@@ -53,8 +53,10 @@ __all__ = [
     "trace_bound_sparsity",
 ]
 
-#: How ``s*`` was found: the exact root, or the published pipeline emulated.
-Method = Literal["exact", "reference_emulation"]
+#: How ``s*`` was found: the exact root, or the published pipeline emulated (the paper's
+#: prediction); or the one-shot estimator :func:`phasetrans.predict_oneshot` (THEORY §8), by
+#: forward passes or by the second-order model along the pruning path.
+Method = Literal["exact", "reference_emulation", "oneshot-forward", "oneshot-quadratic"]
 
 
 def check_eta(eta: Any) -> float:
@@ -131,7 +133,12 @@ class Prediction:
       the trace comes from the spectrum itself (``trace_source="spectrum"``).
     - ``uncertainty``: bootstrap over SLQ probes (``std``, 90% ``interval``), or ``None``.
     - ``curve`` (:class:`Curve`), ``spectrum`` (what was passed), ``timings`` (seconds),
-      ``method`` (``"exact"`` or ``"reference_emulation"``), ``details``.
+      ``method`` (``"exact"`` or ``"reference_emulation"``: the paper's prediction;
+      ``"oneshot-forward"`` / ``"oneshot-quadratic"``: :func:`phasetrans.predict_oneshot`), ``details``.
+    - ``applies``: does the paper's prediction describe one-shot pruning of this network
+      (THEORY §7: ``ΔL₂(s*)/ε ≤ 1.5`` along the actual pruning direction); ``None`` when not
+      assessed (``critical_sparsity`` from weights and a spectrum alone has no gradient or
+      Hessian products). ``warnings``: plain sentences, why not and what to use instead.
 
     Built once by :func:`critical_sparsity` (frozen); :func:`~phasetrans.predict.predict_sparsity`
     adds its own sources, details and timings with ``dataclasses.replace``.
@@ -158,6 +165,8 @@ class Prediction:
     timings: dict = field(default_factory=dict)
     method: Method = "exact"
     details: dict = field(default_factory=dict)
+    applies: bool | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def kept_fraction(self) -> float:
@@ -165,7 +174,10 @@ class Prediction:
 
     @property
     def window(self) -> float:
-        """Half-width of the kinematic window (before clipping)."""
+        """Half-width of the kinematic window (before clipping); for a one-shot estimate
+        (``method="oneshot-*"``) half the bracketing interval ``(upper − lower)/2``."""
+        if self.method.startswith("oneshot"):
+            return 0.5 * (self.upper - self.lower)
         return kinematic_window(self.dim, self.eta)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +208,7 @@ class Prediction:
             "trace_bound_sparsity": self.trace_bound_sparsity, "method": self.method,
             "uncertainty": self.uncertainty, "timings": self.timings,
             "curve": self.curve.to_dict(), "spectrum": spec, "details": self.details,
+            "applies": self.applies, "warnings": list(self.warnings),
         }
         return to_jsonable(out)
 
@@ -219,7 +232,7 @@ class Prediction:
             f"Prediction(sparsity={self.sparsity:.4f}{unc}, kept_fraction={self.kept_fraction:.4f}, "
             f"window=[{self.lower:.4f}, {self.upper:.4f}], radius={self.radius:.6g}, "
             f"eps={self.eps:.4g}, dim={self.dim}, negative={self.negative!r}, "
-            f"zero_mass={self.zero_mass:.4g}, method={self.method!r})"
+            f"zero_mass={self.zero_mass:.4g}, method={self.method!r}, applies={self.applies})"
         )
 
     def plot(self, ax: Any = None, path: Any = None):
@@ -272,6 +285,9 @@ def prediction_from_dict(cls: type, d: Any) -> Prediction:
     for k in ("sparsity", "lower", "upper", "radius", "eps", "eta", "zero_mass"):
         if kwargs[k] is None:
             kwargs[k] = float("nan")
+    for k, f in fields.items():  # tuples (``warnings``) come back from JSON as lists
+        if isinstance(f.default, tuple) and isinstance(kwargs.get(k), list):
+            kwargs[k] = tuple(kwargs[k])
     spec = d.get("spectrum") or {}
     if not isinstance(spec, dict):
         raise TypeError(f"d['spectrum'] must be a dict, got {type(spec).__name__}")

@@ -127,8 +127,10 @@ def case_data(cfg: dict, seed: int, device: str, data_root: str | None):
     if kind == "teacher":
         train, test, _ = pt_data.teacher_student(num_samples=3000, dim_in=20, hidden=(32,), num_classes=4,
                                                  teacher_sparsity=0.8, seed=seed, batch_size=64)
-        X = torch.cat([x for x, _ in train]), torch.cat([y for _, y in train])
-        Xte = torch.cat([x for x, _ in test]), torch.cat([y for _, y in test])
+        # the dataset's own tensors: two passes over a shuffling loader would pair inputs and
+        # labels from different permutations (the Hessian of scrambled labels)
+        X = tuple(train.dataset.tensors)
+        Xte = tuple(test.dataset.tensors)
 
         def make():
             return pt_models.MLP((20, 64, 4))
@@ -180,7 +182,8 @@ def train_case(cfg: dict, seed: int, device: str, data_root: str | None, epochs:
     clock = Stopwatch()
     with clock("train"):
         hist = train_l1(model, nn.CrossEntropyLoss(), train, l1=cfg["l1"], epochs=epochs or cfg["epochs"],
-                        lr=cfg.get("lr", 0.05), seed=seed, progress=False)
+                        lr=cfg.get("lr", 0.05), schedule=cfg.get("schedule", "cosine"), seed=seed,
+                        progress=False)
     return model, train, hdata, test, clock.timings["train"], hist
 
 

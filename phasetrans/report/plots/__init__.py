@@ -27,7 +27,7 @@ accumulates in pyplot) as :class:`InlineFigure`, which Jupyter shows inline by i
 figure carries a small note on where the theory applies.
 """
 
-from ._base import new_axes, new_figure, save_figure_atomic
+from ._base import applicability_note, new_axes, new_figure, save_figure_atomic
 from .run import (
     FIGURE_NAMES,
     plot_crossing,
@@ -39,7 +39,13 @@ from .run import (
     plot_saved,
     plot_spectrum,
 )
-from .study import plot_case_curve, plot_criteria, plot_l1_ablation, plot_prediction_scatter
+from .study import (
+    plot_case_curve,
+    plot_criteria,
+    plot_l1_ablation,
+    plot_oneshot_study,
+    plot_prediction_scatter,
+)
 
 __all__ = [
     "plot_spectrum",
@@ -54,6 +60,8 @@ __all__ = [
     "plot_case_curve",
     "plot_l1_ablation",
     "plot_criteria",
+    "plot_oneshot_study",
+    "applicability_note",
     "new_axes",
     "new_figure",
     "save_figure_atomic",

@@ -197,3 +197,28 @@ def spectrum_of(spectrum: Any) -> Any:
             f"(or their dicts / JSON files), got {type(spectrum).__name__}"
         )
     return spectrum
+
+
+def applicability_note(prediction: Any) -> str | None:
+    """The figures' one-line verdict: "theory applies / does not apply: ..." from
+    ``Prediction.applies`` (THEORY §7); ``None`` where it was not assessed."""
+    applies = getattr(prediction, "applies", None)
+    if applies is None:
+        return None
+    a = prediction.details.get("applicability", {})
+    if str(prediction.method).startswith("oneshot"):
+        return f"{prediction.method} estimate ({'model checked' if applies else 'model off: use forward'})"
+    if applies:
+        return f"theory applies: ΔL₂(s*)/ε = {a.get('ratio', float('nan')):.2f} ≤ {a.get('max_ratio', 1.5):g}"
+    return (f"theory does not apply: ΔL₂(s*)/ε = {a.get('ratio', float('nan')):.2f} > "
+            f"{a.get('max_ratio', 1.5):g}; s* is an existence limit, use pt.predict_oneshot")
+
+
+def draw_applicability(ax: Any, prediction: Any, corner: str = "lower left") -> None:
+    """:func:`applicability_note` in a corner of ``ax``, green where the theory applies."""
+    note = applicability_note(prediction)
+    if note:
+        x, ha = (0.99, "right") if "right" in corner else (0.01, "left")
+        y, va = (0.99, "top") if "upper" in corner else (0.01, "bottom")
+        ax.text(x, y, note, transform=ax.transAxes, fontsize="small", ha=ha, va=va,
+                color="tab:green" if prediction.applies else "tab:red")

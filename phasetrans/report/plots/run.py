@@ -17,6 +17,7 @@ from ._base import (
     REGIME,
     as_prediction,
     as_report,
+    draw_applicability,
     is_report_dict,
     kept_fraction_axis,
     load_saved,
@@ -121,6 +122,8 @@ def plot_crossing(prediction: Any, ax: Any = None, path: Any = None):
     ``prediction``: a ``Prediction`` or a ``Report`` (or their dicts / JSON files)."""
     pred = as_prediction(prediction)
     fig, ax = new_axes(ax, (6.4, 4.0))
+    if str(pred.method).startswith("oneshot"):
+        return _oneshot_panel(pred, fig, ax, path)
     c = pred.curve
     R, phi, s = np.asarray(c.radius), np.asarray(c.phi), np.asarray(c.sparsity)
     ax.plot(R, phi, color="tab:green", lw=1.6, label="Φ(R): normalised width of the sublevel set")
@@ -137,6 +140,24 @@ def plot_crossing(prediction: Any, ax: Any = None, path: Any = None):
     titled(ax, f"Predicted critical sparsity  (ε = {pred.eps:.3g}, D = {pred.dim})", _CROSSING_NOTE)
     ax.legend(loc="best", fontsize="small")
     ax.grid(True, alpha=0.3)
+    draw_applicability(ax, pred)
+    save(fig, path)
+    return fig
+
+
+def _oneshot_panel(pred: Any, fig: Any, ax: Any, path: Any):
+    """A one-shot estimate (``pt.predict_oneshot``): the training-loss change ΔL(s) evaluated
+    along the pruning path against the tolerance τ, and the estimate."""
+    s_, dl = np.array(pred.details["points"], dtype=float).reshape(-1, 2).T
+    ax.plot(s_, dl, ".", color="tab:blue", label="ΔL(s) = L(w^(s)) − L(w*) evaluated")
+    ax.axhline(pred.details["tau"], color="k", ls=":", label=f"τ = {pred.details['tau']:.3g}")
+    ax.axvline(pred.sparsity, color=PRED_COLOR, label=f"estimate ŝ = {pred.sparsity:.4f}")
+    ax.set_yscale("symlog", linthresh=pred.details["tau"])
+    ax.set(xlabel="sparsity s", ylabel="training-loss change")
+    titled(ax, f"One-shot estimate ({pred.method})",
+           "a training-loss threshold: where pruning w* one-shot raises the loss by τ")
+    ax.legend(fontsize="small", loc="upper left")
+    draw_applicability(ax, pred)
     save(fig, path)
     return fig
 
@@ -162,9 +183,14 @@ def plot_prediction(prediction: Any, ax: Any = None, path: Any = None):
     else:
         raise TypeError(f"ax must be None, a matplotlib Axes or a pair of Axes, got {type(ax).__name__}")
     plot_crossing(pred, ax=ax0)
-    titled(ax0, f"Critical sparsity ({pred.method}): ε = {pred.eps:.3g}, D = {pred.dim}", _CROSSING_NOTE)
-    if ax1 is not None:
+    oneshot = str(pred.method).startswith("oneshot")
+    if not oneshot:
+        titled(ax0, f"Critical sparsity ({pred.method}): ε = {pred.eps:.3g}, D = {pred.dim}",
+               _CROSSING_NOTE)
+    if ax1 is not None and not oneshot:
         _quadrature_panel(pred, ax1)
+    elif ax1 is not None:
+        ax1.set_axis_off()
     save(fig, path)
     return fig
 
@@ -265,6 +291,7 @@ def plot_pruning_curve(report: Any, ax: Any = None, path: Any = None):
                   fontsize="small")
     titled(ax, "One-shot global magnitude pruning: theory vs measurement",
            REGIME + "; no re-fit (the re-fit marks are outside the theory)")
+    draw_applicability(ax, pred, "upper right")
     save(fig, path)
     return fig
 

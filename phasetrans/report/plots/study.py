@@ -9,7 +9,8 @@ import numpy as np
 
 from ._base import PRED_COLOR, REGIME, new_axes, new_figure, plain_log_ticks, save, titled
 
-__all__ = ["plot_prediction_scatter", "plot_case_curve", "plot_l1_ablation", "plot_criteria"]
+__all__ = ["plot_prediction_scatter", "plot_case_curve", "plot_l1_ablation", "plot_criteria",
+           "plot_oneshot_study"]
 
 
 def plot_prediction_scatter(cases: Any, ax: Any = None, path: Any = None):
@@ -162,4 +163,49 @@ def plot_criteria(cases: Any, path: Any = None):
         ax.legend(fontsize="x-small", loc="center left")
         ax.grid(True, alpha=0.3)
     save(fig, path, tight=True)
+    return fig
+
+
+def plot_oneshot_study(cases: Any, path: Any = None):
+    """The one-shot study (``studies.oneshot``): left, paper s* (open) and one-shot estimate
+    (filled) against the measured one-shot threshold, the measurement window as a horizontal
+    error bar (``applies`` True in green); right, |error| in points against l1. ``cases``: dicts
+    with ``paper``, ``estimate``, ``measured``, ``window``, ``applies``, ``l1``, ``heldout``."""
+    cases = [c for c in cases if isinstance(c, dict) and c.get("dense_acc", 1) >= 0.5]
+    if not cases:
+        raise TypeError("cases must be a non-empty sequence of case dicts")
+    fig, (ax, bx) = new_figure((12, 5), 1, 2, dpi=100)
+    ax.plot([0, 1], [0, 1], "k-", lw=0.8)
+    for c in cases:
+        m, (lo, hi) = c["measured"], c["window"]
+        err = [[max(m - lo, 0)], [max(hi - m, 0)]]
+        col = "tab:green" if c["applies"] else "tab:red"
+        ax.errorbar([m], [c["paper"]], xerr=err, fmt="o", mfc="none", color=col, ms=5, lw=0.6)
+        ax.errorbar([m], [c["estimate"]], xerr=err, fmt="^" if c["heldout"] else "o",
+                    color="tab:blue", ms=4, lw=0.6)
+    for lab, kw in (("paper s*, applies", dict(marker="o", mfc="none", color="tab:green")),
+                    ("paper s*, does not apply", dict(marker="o", mfc="none", color="tab:red")),
+                    ("predict_oneshot (▲ held-out)", dict(marker="o", color="tab:blue"))):
+        ax.plot([], [], ls="", label=lab, **kw)
+    ax.set(xlabel="measured one-shot threshold (bar: measurement window)",
+           ylabel="predicted / estimated")
+    titled(ax, "Prediction and estimate vs measurement")
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    l1s = sorted({c["l1"] for c in cases})
+    pos = {v: i for i, v in enumerate(l1s)}
+    rng = np.random.default_rng(0)
+    for key, col, dx in (("paper", PRED_COLOR, -0.12), ("estimate", "tab:blue", 0.12)):
+        xs = [pos[c["l1"]] + dx + rng.uniform(-0.05, 0.05) for c in cases]
+        bx.plot(xs, [abs(c[key] - c["measured"]) * 100 for c in cases], "o", color=col, ms=4,
+                alpha=0.7, label="paper s*" if key == "paper" else "predict_oneshot")
+    bx.set_xticks(range(len(l1s)), [f"{v:g}" for v in l1s])
+    bx.set_yscale("symlog", linthresh=1)
+    bx.set_ylim(bottom=0)
+    bx.axhline(3, color="k", ls=":", lw=0.8)
+    bx.set(xlabel="l1 strength of training", ylabel="|error| (points)")
+    titled(bx, "Error vs l1")
+    bx.legend(fontsize="small")
+    bx.grid(True, alpha=0.3)
+    save(fig, path)
     return fig
