@@ -16,6 +16,7 @@ from ._threads import set_threads
 from ._version import __version__
 from .data import load_dataset
 from .evaluate import evaluate_accuracy, evaluate_loss
+from .finetune import finetune_masked
 from .linalg import (
     DenseOperator,
     Eigen,
@@ -66,7 +67,7 @@ from .theory import (
     reference_critical_sparsity,
     width_fraction,
 )
-from .train import TrainHistory, finetune_masked, lr_at_epoch, train_l1
+from .train import TrainHistory, lr_at_epoch, train_l1
 
 # ``phasetrans.geometry`` and ``phasetrans.plots`` were modules before the layers became folders;
 # research code imports them by those names (``from phasetrans.geometry import ...``).

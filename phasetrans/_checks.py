@@ -29,6 +29,7 @@ __all__ = [
     "check_seed",
     "check_float_dtype",
     "check_scalar_loss",
+    "check_differentiable",
     "NonScalarLossError",
     "preserve_model",
     "model_fingerprint",
@@ -339,3 +340,14 @@ def preserve_model(model: nn.Module) -> Iterator[nn.Module]:
                 state.restore_structure()
             for state in states:
                 state.restore_values()
+
+
+def check_differentiable(loss: torch.Tensor, caller: str, where: str) -> None:
+    """``ValueError`` when the loss carries no gradient (``loss_fn`` detached it, or computed
+    it under ``no_grad``): training on it would only follow the penalty, silently."""
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{caller}: loss_fn returned a loss with no gradient {where} (detached, .item() "
+            f"turned back into a tensor, or computed under torch.no_grad()); the weights would "
+            f"not learn from the data; return the loss of the model's outputs with its graph"
+        )

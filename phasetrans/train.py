@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from ._batches import Batches, FixedOrder, as_batches, batch_size, call_model, m
 from ._checks import (
     check_callable,
     check_choice,
+    check_differentiable,
     check_float,
     check_int,
     check_model,
@@ -39,13 +40,12 @@ from ._io import atomic_torch_save, check_path
 from ._progress import resolve_progress
 from .distributed import all_gather_list, is_main_process
 from .linalg._checkpoint import data_hints, digest_batch, loss_rtol, open_checkpoint, seal
-from .params import ParamSelection, check_masks, select_parameters
+from .params import ParamSelection, select_parameters
 
 __all__ = [
     "TrainHistory",
     "lr_at_epoch",
     "train_l1",
-    "finetune_masked",
     "Schedule",
     "SCHEDULES",
 ]
@@ -102,7 +102,8 @@ class TrainHistory:
         return asdict(self)
 
 
-def _rng_devices(device: torch.device) -> list:
+def rng_devices(device: torch.device) -> list:
+    """The devices whose RNG a forked stream must cover besides the CPU (the CUDA device)."""
     return [device] if device.type == "cuda" else []
 
 
@@ -338,17 +339,6 @@ def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module,
 # ----------------------------------------------------------------------------- train_l1: one epoch
 
 
-def _check_differentiable(loss: torch.Tensor, caller: str, where: str) -> None:
-    """``ValueError`` when the loss carries no gradient (``loss_fn`` detached it, or computed
-    it under ``no_grad``): training on it would only follow the penalty, silently."""
-    if not loss.requires_grad:
-        raise ValueError(
-            f"{caller}: loss_fn returned a loss with no gradient {where} (detached, .item() "
-            f"turned back into a tensor, or computed under torch.no_grad()); the weights would "
-            f"not learn from the data; return the loss of the model's outputs with its graph"
-        )
-
-
 def _train_epoch(model: nn.Module, loss_fn: Callable, run: _Run,
                  optimizer: torch.optim.Optimizer, epoch: int, epoch_lr: float) -> tuple[float, float]:
     """One pass over the data at ``epoch_lr``: the size-weighted means of the data loss and of
@@ -363,7 +353,7 @@ def _train_epoch(model: nn.Module, loss_fn: Callable, run: _Run,
         n = batch_size(inputs)
         loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets),
                                  where=f"at epoch {epoch}, batch {index}")
-        _check_differentiable(loss, "train_l1", f"at epoch {epoch}, batch {index}")
+        check_differentiable(loss, "train_l1", f"at epoch {epoch}, batch {index}")
         penalty = sum(p.abs().sum() for p in run.penalised) * run.l1
         total = loss + penalty
         if not torch.isfinite(total.detach()):
@@ -443,7 +433,7 @@ def train_l1(
     restore_grads_and_modes = snapshot_grads_and_modes(model)
     start, record = _resume(model, optimizer, resume, run.path)
     try:
-        with torch.random.fork_rng(devices=_rng_devices(run.device)):
+        with torch.random.fork_rng(devices=rng_devices(run.device)):
             _seed_rng(run.seed, resume, run.device, run.batches.generators())
             bar = tqdm(range(start, run.schedule["epochs"]), desc="train_l1",
                        disable=not run.progress, leave=False, file=sys.stderr)
@@ -467,81 +457,3 @@ def train_l1(
 
 
 # ----------------------------------------------------------------------------- masked re-fit
-
-
-def _masked_step(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
-                 held: list[tuple[nn.Parameter, torch.Tensor]], inputs: Any, targets: Any,
-                 where: str, lr: float) -> None:
-    """One SGD step with the pruned entries' gradients zeroed and the weights re-zeroed after."""
-    loss = check_scalar_loss(loss_fn(call_model(model, inputs), targets), where=where)
-    _check_differentiable(loss, "finetune_masked", where)
-    if not torch.isfinite(loss.detach()):
-        raise FloatingPointError(
-            f"finetune_masked: non-finite loss {float(loss.detach())} {where}; the weights are "
-            f"those before this step; lower lr (got {lr}) or check the data"
-        )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    for p, off in held:
-        if p.grad is not None:
-            p.grad.masked_fill_(off, 0)
-    optimizer.step()
-    with torch.no_grad():
-        for p, off in held:
-            p.masked_fill_(off, 0)
-
-
-def finetune_masked(
-    model: nn.Module,
-    masks: Mapping[str, torch.Tensor],
-    loss_fn: Callable,
-    data: Any,
-    steps: int,
-    lr: float = 1e-2,
-    momentum: float = 0.9,
-    seed: int = 0,
-    batch_fn: Callable[[Any], Any] | None = None,
-) -> nn.Module:
-    """Re-fit IN PLACE on the fixed support of ``masks``: ``steps`` SGD steps (cycling through
-    ``data``) on ``L``, pruned weights held at zero (gradients masked, weights re-zeroed after
-    each step). The theory's "prune, then re-fit on the kept support" (THEORY §4). Mode,
-    ``requires_grad`` and ``.grad`` come back as they were. ``batch_fn`` as in
-    :func:`train_l1`. Returns ``model``."""
-    check_model(model)
-    checked = check_masks(model, masks)
-    check_callable(loss_fn, "loss_fn")
-    if batch_fn is not None:
-        check_callable(batch_fn, "batch_fn")
-    batches = as_batches(data, batch_fn=batch_fn)
-    steps = check_int(steps, "steps", minimum=0)
-    lr = check_float(lr, "lr", minimum=0.0, strict_minimum=True)
-    momentum = check_float(momentum, "momentum", minimum=0.0)
-    seed = check_seed(seed)
-    if steps == 0:
-        return model
-    device, dtype = model_device_dtype(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("model has no parameters with requires_grad=True to re-fit")
-    held = [(p, ~m.to(p.device)) for p, m in checked.values()]
-    restore_grads_and_modes = snapshot_grads_and_modes(model)
-    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum)
-    try:
-        with torch.random.fork_rng(devices=_rng_devices(device)):
-            torch.manual_seed(seed)
-            model.train()
-            with torch.no_grad():
-                for p, off in held:
-                    p.masked_fill_(off, 0)
-            done = 0
-            while done < steps:
-                for index, (inputs, targets) in enumerate(batches):
-                    inputs, targets = move_batch(inputs, targets, device, dtype)
-                    _masked_step(model, loss_fn, optimizer, held, inputs, targets,
-                                 f"at step {done}, batch {index}", lr)
-                    done += 1
-                    if done >= steps:
-                        break
-    finally:
-        restore_grads_and_modes()
-    return model

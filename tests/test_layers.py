@@ -17,7 +17,7 @@ LAYERS = [
     ("linalg", ["linalg"]),
     ("data", ["data", "models"]),
     ("theory", ["theory"]),
-    ("prune", ["prune", "train", "evaluate"]),
+    ("prune", ["prune", "train", "finetune", "evaluate"]),
     ("predict", ["predict", "oneshot"]),
     ("report", ["report"]),
     ("cli", ["cli", "__main__"]),

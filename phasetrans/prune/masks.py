@@ -324,7 +324,7 @@ def from_torch_prune(model: nn.Module) -> dict[str, torch.Tensor]:
     """The masks of a model pruned with ``torch.nn.utils.prune``: ``{"<module>.weight_orig":
     BoolTensor}`` (``True`` = kept, a copy of ``weight_mask``), keyed by the names of the
     Parameters that the model has now, so that they fit :func:`apply_masks`,
-    :func:`~phasetrans.train.finetune_masked` and :func:`to_torch_prune`. Empty when nothing
+    :func:`~phasetrans.finetune.finetune_masked` and :func:`to_torch_prune`. Empty when nothing
     is pruned that way."""
     check_model(model)
     return {n: m.detach().to(torch.bool).clone() for n, m in torch_pruned_masks(model).items()}

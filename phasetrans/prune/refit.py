@@ -3,7 +3,7 @@
 The existence question of the theory is "prune, then re-fit on the kept support" (THEORY §4). A
 strategy is a callable ``refit(model, masks)`` that fine-tunes the pruned model in place with the
 masks held. :func:`refit_steps` builds the standard one (SGD steps of
-:func:`~phasetrans.train.finetune_masked`); the ``refit=`` argument of
+:func:`~phasetrans.finetune.finetune_masked`); the ``refit=`` argument of
 :func:`~phasetrans.prune.threshold.find_threshold` and :func:`~phasetrans.prune.sweep.sweep`
 also accepts ``None`` (no re-fit) or an int number of steps, which :func:`resolve_refit` turns
 into the same strategy.
@@ -20,8 +20,8 @@ from torch import nn
 
 from .._batches import as_batches
 from .._checks import check_callable, check_float, check_int
+from ..finetune import finetune_masked
 from ..params import ParamSelection
-from ..train import finetune_masked
 from .criteria import Criterion
 from .masks import pruned
 
@@ -35,7 +35,7 @@ Refit = None | int | RefitFn
 
 def refit_steps(steps: int, loss_fn: Callable, data: Any, lr: float = 1e-2) -> RefitFn:
     """The strategy "``steps`` SGD steps on ``loss_fn`` over ``data`` with step size ``lr``"
-    (:func:`~phasetrans.train.finetune_masked`: momentum 0.9, seed 0, pruned weights held at
+    (:func:`~phasetrans.finetune.finetune_masked`: momentum 0.9, seed 0, pruned weights held at
     zero) — what ``refit=steps, refit_loss_fn=loss_fn, refit_data=data, refit_lr=lr`` means."""
     steps = check_int(steps, "steps", minimum=0)
     check_callable(loss_fn, "loss_fn")

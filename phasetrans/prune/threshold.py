@@ -166,7 +166,7 @@ def find_threshold(
     stopping at ``max_evaluations`` (30 suffices for ``resolution = 1e-3``). NaN metrics fail.
     ``refit``: ``None``; a callable ``refit(model, masks)`` that fine-tunes in place with the masks
     held (e.g. :func:`~phasetrans.prune.refit.refit_steps`); or an int number of SGD steps
-    (:func:`~phasetrans.train.finetune_masked`, needs ``refit_loss_fn`` and ``refit_data``, step
+    (:func:`~phasetrans.finetune.finetune_masked`, needs ``refit_loss_fn`` and ``refit_data``, step
     size ``refit_lr``). ``criterion`` (with ``data``, ``loss_fn``, ``criterion_options``): what
     to prune, as in :func:`~phasetrans.prune.masks.criterion_masks`; prepared once, before the
     search (its name goes to ``extra["criterion"]``); OBS's weight update is part of each pruned
