@@ -132,6 +132,8 @@ class Prediction:
     - ``uncertainty``: bootstrap over SLQ probes (``std``, 90% ``interval``), or ``None``.
     - ``curve`` (:class:`Curve`), ``spectrum`` (what was passed), ``timings`` (seconds),
       ``method`` (``"exact"`` or ``"reference_emulation"``), ``details``.
+    - ``products``: column Hessian products the prediction used (set by
+      :func:`~phasetrans.predict.predict_sparsity`; ``None`` from a given spectrum).
 
     Built once by :func:`critical_sparsity` (frozen); :func:`~phasetrans.predict.predict_sparsity`
     adds its own sources, details and timings with ``dataclasses.replace``.
@@ -158,6 +160,7 @@ class Prediction:
     timings: dict = field(default_factory=dict)
     method: Method = "exact"
     details: dict = field(default_factory=dict)
+    products: int | None = None
 
     @property
     def kept_fraction(self) -> float:
@@ -192,6 +195,7 @@ class Prediction:
             "trace_bound_sparsity": self.trace_bound_sparsity, "method": self.method,
             "uncertainty": self.uncertainty, "timings": self.timings,
             "curve": self.curve.to_dict(), "spectrum": spec, "details": self.details,
+            "products": self.products,
         }
         return to_jsonable(out)
 
