@@ -312,7 +312,8 @@ def predict_sparsity(
 
     **Budget.** ``num_steps=None`` and/or ``num_probes=None`` (the default): an adaptive budget
     (:func:`~phasetrans.theory.budget.adaptive_spectrum`) adds Lanczos steps (depths 10, 15, 23,
-    35, 53, 80) and probes (4, 8, 10) only until ``s*`` is settled to ``tolerance`` (default
+    35, 53, 80, 120, 180) and probes (4, 8, 10), never past 800 column products (the fixed
+    80 × 10), only until ``s*`` is settled to ``tolerance`` (default
     1e-3, 0.1 point of sparsity): bootstrap std over probes + change of ``s*`` between the last
     two depths ``≤ tolerance``. Explicit values keep their meaning (that many steps or probes,
     bit for bit as before); with one of them fixed only the other grows.

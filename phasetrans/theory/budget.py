@@ -9,10 +9,12 @@ nothing: the rule of every depth run so far is read off the same recurrence). Th
 
     settled  ⇔  σ_boot(K, m) + |s*(K, m) − s*(K, m_prev)| ≤ max(tolerance, 1/D)
 
-with depths ``m`` on the schedule 10, 15, 23, 35, 53, 80 (×1.5) and ``K`` doubling from
-``min_probes`` (4, 8, 10). While not settled it deepens when the depth change is the larger part
-(or the probes are at their cap), and doubles the probes otherwise; it stops unsettled at
-``max_steps`` and ``max_probes`` (80 and 10: never more than the fixed 80 × 10). With a fixed ``num_steps`` (or ``num_probes``) only the other one grows.
+with depths ``m`` on the schedule 10, 15, 23, 35, 53, 80, 120, 180 (×1.5) and ``K`` doubling
+from ``min_probes`` (4, 8, 10). While not settled it deepens when the depth change is the larger
+part (or the probes are at their cap), and adds probes otherwise, but only while that can still
+settle it (no probes are added against a depth change above the tolerance); it stops unsettled
+at ``max_steps``, ``max_probes`` or ``max_products`` column products (default 800: never more
+than the fixed 80 × 10). With a fixed ``num_steps`` (or ``num_probes``) only the other one grows.
 ``s*`` moves in steps of ``1/D`` (one weight), so no tolerance below ``1/D`` is asked for.
 """
 
@@ -88,15 +90,16 @@ def _bootstrap_std(mag: MagnitudeCurve, density: SpectralDensity, eps: float, p0
 def adaptive_spectrum(
     H: Any, mag: MagnitudeCurve, eps: float, *, negative: Negative = "abs", zero_mass: float = 0.0,
     tolerance: float = 1e-3, num_steps: int | None = None, num_probes: int | None = None,
-    max_steps: int = 80, max_probes: int = 10, min_probes: int = 4, first_depth: int = 10,
-    seed: int = 0,
+    max_steps: int = 180, max_probes: int = 10, min_probes: int = 4, first_depth: int = 10,
+    max_products: int = 800, seed: int = 0,
 ) -> tuple[SpectralDensity, BudgetRecord]:
     """The SLQ spectrum of ``H`` grown until ``s*`` (root of ``s = Φ(R(s))`` with the magnitude
     curve ``mag``) is settled to ``tolerance`` (module docstring: bootstrap std over probes plus
     the change between Lanczos depths). ``num_steps`` / ``num_probes`` fix that dimension (only
-    the other grows); ``max_*`` cap the growth. Returns the spectrum and a :class:`BudgetRecord`."""
+    the other grows); ``max_*`` cap the growth (``max_products``: probes × depth). Returns the spectrum and a :class:`BudgetRecord`."""
     tolerance = check_float(tolerance, "tolerance", minimum=0.0, strict_minimum=True)
     max_steps = check_int(num_steps if num_steps is not None else max_steps, "max_steps", minimum=1)
+    max_products = check_int(max_products, "max_products", minimum=1)
     max_probes = check_int(num_probes if num_probes is not None else max_probes, "max_probes",
                            minimum=1)
     probes = num_probes if num_probes is not None else min(check_int(min_probes, "min_probes",
@@ -115,8 +118,10 @@ def adaptive_spectrum(
         change = abs(s - _root(mag, prev, eps, zero_mass, negative)) if prev is not None else np.inf
         if num_steps is not None or (run.depth >= last and level == 0) or _all_broken(run):
             change = 0.0  # a fixed depth, all of dim at once, or exact rules: no depth error
-        can_deepen = level + 1 < len(depths) and not _all_broken(run)
-        can_widen = run.num_probes < max_probes
+        can_deepen = (level + 1 < len(depths) and not _all_broken(run)
+                      and run.num_probes * depths[level + 1] <= max_products)
+        wider = min(2 * run.num_probes, max_probes)
+        can_widen = run.num_probes < max_probes and wider * run.depth <= max_products
         if change > goal and can_deepen:  # not settled whatever the probes say: deepen
             history.append({"probes": run.num_probes, "steps": run.depth,
                             "products": run.products, "sparsity": s, "bootstrap_std": None,
@@ -129,13 +134,14 @@ def adaptive_spectrum(
         history.append({"probes": run.num_probes, "steps": run.depth, "products": run.products,
                         "sparsity": s, "bootstrap_std": std, "depth_change": float(change)})
         settled = std + change <= goal
+        can_widen = can_widen and change < goal  # more probes cannot undo a depth change
         if settled or not (can_deepen or can_widen):
             break
         if can_deepen and (change >= std or not can_widen):
             level += 1
             run.advance(depths[level])
         else:
-            run.add_probes(min(run.num_probes, max_probes - run.num_probes))
+            run.add_probes(wider - run.num_probes)
     record = BudgetRecord(run.num_probes, run.depth, run.products, float(s), float(std),
                           float(change), tolerance, bool(settled), history)
     return density, record
