@@ -323,10 +323,11 @@ def predict_sparsity(
 
     **Hessian on a subset.** ``hessian_samples=n``: the Hessian (spectrum, trace, zero mass) on
     the first ``n`` samples of ``data`` (in its batches; shuffle an ordered dataset first), ε on
-    all of it. The error of ``s*`` falls like the sampling error of ``H``, ``O(1/√n)``; measured
-    on the study's networks (docs/BENCHMARKS.md §9), ``n ≥ 1000`` kept ``s*`` within 0.5 point
-    of the full data. Rule: use all the data up to a few thousand samples, and at least 1000
-    (and a few batches) beyond.
+    all of it. ``H_n`` is a sample mean over the ``n`` samples, so its error (and that of ``s*``)
+    falls like ``1/√n``; measured on the study's digits networks (N = 1297, docs/BENCHMARKS.md
+    §0): ``n = 300`` moved ``s*`` by up to 0.42 point, ``n = 600`` by up to 0.16. Rule: enough
+    data is when halving ``n`` moves ``s*`` by less than the tolerance you need (compare ``n``
+    and ``n/2``); on these networks that is ``n ≳ N/2`` for 0.2 point.
     """
     clock = Stopwatch()
     cfg = _check_arguments(model, eps, num_steps, num_probes, seed, eta, negative, zero_mass,
