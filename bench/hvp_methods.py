@@ -26,7 +26,9 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _omp  # noqa: E402  (bench/: the --omp-wait-policy flag, read before torch is imported)
+
+_omp.apply_from_argv()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -163,6 +165,7 @@ def try_compile(model, loss_fn, data, repeat):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _omp.add_argument(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--ks", default="1,4,8,16")
@@ -173,7 +176,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={_omp.label()}")
     ks = [int(k) for k in args.ks.split(",")]
     variants = args.variants.split(",")
     loss_fn = nn.CrossEntropyLoss()

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _omp  # noqa: E402  (bench/: the --omp-wait-policy flag, read before torch is imported)
+
+_omp.apply_from_argv()
 
 import torch  # noqa: E402
 
 import phasetrans as pt  # noqa: E402
 from phasetrans.linalg import lanczos as lz_mod  # noqa: E402
-from phasetrans.linalg import probes
-from phasetrans.linalg.operator import Operator
+from phasetrans.linalg import probes  # noqa: E402
+from phasetrans.linalg.operator import Operator  # noqa: E402
 
 
 class Diag(Operator):
@@ -51,6 +52,7 @@ def two_pass_bmm(self, W, j, probes=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _omp.add_argument(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)

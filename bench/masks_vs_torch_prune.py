@@ -19,7 +19,9 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _omp  # noqa: E402  (bench/: the --omp-wait-policy flag, read before torch is imported)
+
+_omp.apply_from_argv()
 
 
 def child(method: str, layers: str, sparsity: float, threads: int) -> None:
@@ -66,6 +68,7 @@ def child(method: str, layers: str, sparsity: float, threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _omp.add_argument(parser)
     parser.add_argument("--layers", default="4096x4096,4096x1024,1024x4096,2048x2048")
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--repeat", type=int, default=3)

@@ -28,9 +28,9 @@ import os
 import platform
 import time
 
-# spin-waiting OpenMP threads collapse under a shared, oversubscribed CPU (measured 5-10x slower
-# with 2 threads); passive waiting must be set before torch is imported
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _omp  # noqa: E402  (bench/: the --omp-wait-policy flag, read before torch is imported)
+
+_omp.apply_from_argv()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -161,11 +161,12 @@ def machine():
     except OSError:
         pass
     return (f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+            f"OMP_WAIT_POLICY={_omp.label()}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _omp.add_argument(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--probes", type=int, default=8)

@@ -12,10 +12,11 @@ Run: python bench/threshold_vs_grid.py [--epochs 10] [--l1 1e-4] [--tolerance 0.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _omp  # noqa: E402  (bench/: the --omp-wait-policy flag, read before torch is imported)
+
+_omp.apply_from_argv()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -25,6 +26,7 @@ import phasetrans as pt  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _omp.add_argument(parser)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--l1", type=float, default=1e-4)
     parser.add_argument("--lr", type=float, default=0.05)

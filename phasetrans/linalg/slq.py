@@ -25,7 +25,7 @@ from .memory import available_bytes, check_fits, human_bytes
 from .operator import Operator, as_operator, check_ranks_agree_on, guard
 from .probes import rademacher
 
-__all__ = ["slq", "probe_group_size", "available_bytes", "human_bytes"]
+__all__ = ["slq", "gauss_quadrature", "probe_group_size", "available_bytes", "human_bytes"]
 
 _F64 = torch.float64
 
@@ -112,7 +112,7 @@ def slq(
         with progress_bar(show, groups * min(num_steps, op.dim), "slq", "step") as bar:
             alphas, betas, lengths = _run_groups(op, Q0, num_steps, reorth, group, path, meta,
                                                  state, checkpoint_every, bar)
-    return _quadrature(alphas, betas, lengths, num_steps, op.dim)
+    return gauss_quadrature(alphas, betas, lengths, num_steps, op.dim)
 
 
 def _run_groups(op: Operator, Q0: torch.Tensor, num_steps: int, reorth: Reorth, group: int,
@@ -162,7 +162,7 @@ def _run_groups(op: Operator, Q0: torch.Tensor, num_steps: int, reorth: Reorth, 
     return alphas, betas, lengths
 
 
-def _quadrature(alphas: torch.Tensor, betas: torch.Tensor, lengths: torch.Tensor, num_steps: int,
+def gauss_quadrature(alphas: torch.Tensor, betas: torch.Tensor, lengths: torch.Tensor, num_steps: int,
                 dim: int) -> SpectralDensity:
     """Each probe's Gauss rule from its tridiagonal ``T_k = Σ_j θ_jk y_jk y_jkᵀ``: nodes
     ``θ_jk``, weights ``τ_jk = (e_1ᵀ y_jk)²`` (normalised to sum 1), padded past ``lengths[k]``

@@ -139,6 +139,8 @@ class Prediction:
       (THEORY §7: ``ΔL₂(s*)/ε ≤ 1.5`` along the actual pruning direction); ``None`` when not
       assessed (``critical_sparsity`` from weights and a spectrum alone has no gradient or
       Hessian products). ``warnings``: plain sentences, why not and what to use instead.
+    - ``products``: column Hessian products the prediction used (set by
+      :func:`~phasetrans.predict.predict_sparsity`; ``None`` from a given spectrum).
 
     Built once by :func:`critical_sparsity` (frozen); :func:`~phasetrans.predict.predict_sparsity`
     adds its own sources, details and timings with ``dataclasses.replace``.
@@ -167,6 +169,7 @@ class Prediction:
     details: dict = field(default_factory=dict)
     applies: bool | None = None
     warnings: tuple[str, ...] = ()
+    products: int | None = None
 
     @property
     def kept_fraction(self) -> float:
@@ -209,6 +212,7 @@ class Prediction:
             "uncertainty": self.uncertainty, "timings": self.timings,
             "curve": self.curve.to_dict(), "spectrum": spec, "details": self.details,
             "applies": self.applies, "warnings": list(self.warnings),
+            "products": self.products,
         }
         return to_jsonable(out)
 
