@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -182,11 +181,9 @@ class SpectralDensity:
                 float(live.min()) - 5 * sigma, float(live.max()) + 5 * sigma, num_points, dtype=_F64
             )
         grid = _as_grid(grid)
-        if "marks" in inspect.signature(plot_spectrum).parameters:
-            fig = plot_spectrum(self, ax=ax, grid=grid, bandwidth=sigma, log=log, marks=False,
-                                pyplot=True, **kwargs)
-            return ax if ax is not None else fig.axes[0]
-        return _draw_density_line(self, ax, grid, sigma, log, kwargs)  # transition (see below)
+        fig = plot_spectrum(self, ax=ax, grid=grid, bandwidth=sigma, log=log, marks=False,
+                            pyplot=True, **kwargs)
+        return ax if ax is not None else fig.axes[0]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (lists of floats); inverse :meth:`from_dict`."""
@@ -240,22 +237,3 @@ class SpectralDensity:
             f"num_steps={self.num_steps}, nodes in [{float(live.min()):.4g}, "
             f"{float(live.max()):.4g}])"
         )
-
-
-def _draw_density_line(spec: SpectralDensity, ax: Any, grid: torch.Tensor, sigma: float,
-                       log: bool, kwargs: dict) -> Any:
-    """TRANSITION ONLY, until ``plots.plot_spectrum`` takes ``grid``, ``bandwidth``, ``log``,
-    ``marks=False`` and ``pyplot=True`` (then :meth:`SpectralDensity.plot` delegates and this is
-    deleted): the density line of :meth:`SpectralDensity.plot` as drawn before the split."""
-    import matplotlib.pyplot as plt
-
-    dens = spec.density(grid, sigma)
-    if ax is None:
-        _, ax = plt.subplots()
-    if log:
-        dens = torch.clamp(dens, min=1e-12 * float(dens.max()) if dens.max() > 0 else 1e-300)
-        ax.set_yscale("log")
-    ax.plot(grid.numpy(), dens.numpy(), **kwargs)
-    ax.set_xlabel("eigenvalue λ")
-    ax.set_ylabel("density φ(λ)")
-    return ax
