@@ -215,10 +215,13 @@ def applicability_note(prediction: Any) -> str | None:
 
 
 def draw_applicability(ax: Any, prediction: Any, corner: str = "lower left") -> None:
-    """:func:`applicability_note` in a corner of ``ax``, green where the theory applies."""
+    """:func:`applicability_note` at ``corner`` of ``ax`` ("lower left", "center left", "upper
+    right", ...), green where the theory applies."""
     note = applicability_note(prediction)
     if note:
         x, ha = (0.99, "right") if "right" in corner else (0.01, "left")
-        y, va = (0.99, "top") if "upper" in corner else (0.01, "bottom")
+        y, va = {"upper": (0.99, "top"), "center": (0.5, "center")}.get(corner.split()[0],
+                                                                        (0.01, "bottom"))
         ax.text(x, y, note, transform=ax.transAxes, fontsize="small", ha=ha, va=va,
-                color="tab:green" if prediction.applies else "tab:red")
+                color="tab:green" if prediction.applies else "tab:red",
+                bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.85})

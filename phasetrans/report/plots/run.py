@@ -291,7 +291,7 @@ def plot_pruning_curve(report: Any, ax: Any = None, path: Any = None):
                   fontsize="small")
     titled(ax, "One-shot global magnitude pruning: theory vs measurement",
            REGIME + "; no re-fit (the re-fit marks are outside the theory)")
-    draw_applicability(ax, pred, "upper right")
+    draw_applicability(ax, pred, "center left")  # clear of both curves
     save(fig, path)
     return fig
 
