@@ -140,14 +140,7 @@ class Batches:
     def generators(self) -> list[torch.Generator]:
         """The ``torch.Generator`` objects a DataLoader shuffles with (its own, its sampler's),
         each once: their state belongs to a resumable run (the global RNG's is kept apart)."""
-        src = self._source
-        found: list[torch.Generator] = []
-        for obj in (src, getattr(src, "sampler", None),
-                    getattr(getattr(src, "batch_sampler", None), "sampler", None)):
-            g = getattr(obj, "generator", None)
-            if isinstance(g, torch.Generator) and all(g is not h for h in found):
-                found.append(g)
-        return found
+        return loader_generators(self._source)
 
     def sizes(self) -> list[int]:
         """Batch sizes, in order (one pass over the data)."""
@@ -182,7 +175,7 @@ def call_model(model: Any, inputs: Any) -> Any:
     return model(*args, **kwargs)
 
 
-def _loader_generators(source: Any) -> list[torch.Generator]:
+def loader_generators(source: Any) -> list[torch.Generator]:
     """The ``torch.Generator`` objects a DataLoader draws its order from: its own ``generator``
     and its sampler's / batch sampler's (each once)."""
     found: list[torch.Generator] = []
@@ -208,7 +201,7 @@ class FixedOrder:
 
     def __init__(self, data: Any, seed: int = 0):
         source = data._source if isinstance(data, Batches) else data
-        self.generators = _loader_generators(source)
+        self.generators = loader_generators(source)
         self.states = [g.get_state() for g in self.generators]
         self.seed = seed
 

@@ -227,16 +227,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep_metric(cfg: dict, test: Any) -> tuple[Any, str]:
-    """``(model -> float, name)`` of ``--metric`` on the test batches."""
-    from ..evaluate import evaluate_accuracy, evaluate_loss
+    """``(model -> float, name)`` of ``--metric`` on the test batches (resolved as
+    ``validate(metric=...)`` resolves it)."""
+    from ..report.validate_args import check_metric_arg
 
     chosen = metric(cfg)
-    if chosen == "accuracy":
-        return (lambda m: evaluate_accuracy(m, test)), "accuracy"
-    if chosen == "neg_loss":
-        loss = loss_fn(cfg)
-        return (lambda m: -evaluate_loss(m, loss, test)), "neg_loss"
-    return (lambda m: float(chosen(m, test))), cfg["metric"]
+    fn = check_metric_arg(chosen, loss_fn(cfg))["metric"]
+    name = chosen if isinstance(chosen, str) else cfg["metric"]
+    return (lambda m: float(fn(m, test))), name
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -14,13 +14,13 @@ import re
 import sys
 from typing import Any
 
+from ..report.validate_args import METRICS
 from .config import UsageError
 
 __all__ = ["LOSSES", "METRICS", "is_spec", "import_spec", "model_from_factory", "make_loss",
            "make_metric", "default_metric"]
 
 LOSSES = ("cross_entropy", "mse")
-METRICS = ("accuracy", "neg_loss")
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ..._checks import check_int, check_seed
 from ..density import Estimate
-from ..operator import apply, as_operator, check_ranks_agree_on, guard
+from ..operator import apply, guard
 from ..probes import rademacher
+from .arguments import check_trace_arguments
 
 __all__ = ["hutchpp"]
 
@@ -25,12 +25,8 @@ def hutchpp(H: Any, num_matvecs: int = 100, seed: int = 0, block_size: int | Non
     vectors (``m = num_matvecs`` products in all); stderr = std of the ``g`` residual samples /
     sqrt(g) (the exact low-rank part has none). Products ``block_size`` columns at a time
     (default: all at once, two data passes)."""
-    op = as_operator(H)
-    num_matvecs = check_int(num_matvecs, "num_matvecs", minimum=4)
-    seed = check_seed(seed)
-    if block_size is not None:
-        block_size = check_int(block_size, "block_size", minimum=1)
-    check_ranks_agree_on(op, "hutch++", num_matvecs=num_matvecs, seed=seed, block_size=block_size)
+    op, num_matvecs, seed, block_size = check_trace_arguments(H, num_matvecs, seed, block_size,
+                                                               4, "hutch++")
     with guard(op):
         s = num_matvecs // 3
         g = num_matvecs - 2 * s

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ..._checks import check_int, check_seed
 from ..density import Estimate
-from ..operator import Operator, apply, as_operator, check_ranks_agree_on, guard
+from ..operator import Operator, apply, guard
 from ..probes import rademacher
+from .arguments import check_trace_arguments
 
 __all__ = ["xtrace", "xtrace_estimates"]
 
@@ -26,12 +26,8 @@ def xtrace(H: Any, num_matvecs: int = 100, seed: int = 0, block_size: int | None
     estimates ``tr(Q_iᵀHQ_i) + ω_iᵀ(I − Q_iQ_iᵀ)H(I − Q_iQ_iᵀ)ω_i``, ``Q_i = orth(H Ω_{−i})``
     (:func:`xtrace_estimates`); stderr = their std / sqrt(m) (its built-in error estimate).
     Products ``block_size`` columns at a time (default: all at once, two data passes)."""
-    op = as_operator(H)
-    num_matvecs = check_int(num_matvecs, "num_matvecs", minimum=4)
-    seed = check_seed(seed)
-    if block_size is not None:
-        block_size = check_int(block_size, "block_size", minimum=1)
-    check_ranks_agree_on(op, "xtrace", num_matvecs=num_matvecs, seed=seed, block_size=block_size)
+    op, num_matvecs, seed, block_size = check_trace_arguments(H, num_matvecs, seed, block_size,
+                                                               4, "xtrace")
     with guard(op):
         m = num_matvecs // 2
         est = xtrace_estimates(op, rademacher(op.dim, m, seed, op.device, "num_matvecs"), block_size)
