@@ -383,8 +383,9 @@ def predict_sparsity(
     1e-3, 0.1 point of sparsity): bootstrap std over probes + change of ``s*`` between the last
     two depths ``≤ tolerance``. Explicit values keep their meaning (that many steps or probes,
     bit for bit as before); with one of them fixed only the other grows.
-    ``Prediction.products`` counts the column Hessian products of every stage (spectrum, trace,
-    zero mass); ``details["budget"]`` the steps, probes and history; ``uncertainty`` gains
+    ``Prediction.products`` counts the column Hessian products of the spectrum, trace and zero-mass
+    stages (the applicability check's one column is recorded apart, in
+    ``details["applicability"]["hessian_columns"]``); ``details["budget"]`` the steps, probes and history; ``uncertainty`` gains
     ``depth_change``, ``tolerance`` and ``settled``.
 
     **Hessian on a subset.** ``hessian_samples=n``: the Hessian (spectrum, trace, zero mass) on
