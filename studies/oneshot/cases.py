@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from phasetrans import models as pt_models
 from studies.validation.cases import case_data, train_case
 
-__all__ = ["ARCHS", "HELDOUT", "L1S", "SCHEDULES", "case_name", "load_or_train", "sklearn_data"]
+__all__ = ["ARCHS", "HELDOUT", "HELDOUT2", "L1S", "SCHEDULES", "case_name", "load_or_train", "sklearn_data"]
 
 L1S = (0.0, 1e-4, 3e-4, 1e-3, 3e-3)
 SCHEDULES = {"cos": {"schedule": "cosine", "lr": 0.05, "epochs": 100},
@@ -43,8 +43,15 @@ ARCHS: dict[str, dict] = {
     "cancer": {"dataset": "breast_cancer", "sizes": (30, 64, 32, 2)},
     "moons": {"dataset": "moons", "sizes": (2, 64, 64, 2)},
     "classif": {"dataset": "classif", "sizes": (30, 128, 64, 5)},
+    "circles": {"dataset": "circles", "sizes": (2, 64, 64, 2)},
+    "quantiles": {"dataset": "quantiles", "sizes": (6, 128, 64, 3)},
+    "hastie": {"dataset": "hastie", "sizes": (10, 64, 32, 2)},
+    "shallow": {"dataset": "digits", "sizes": (64, 256, 10)},
 }
 HELDOUT = ("wine", "cancer", "moons", "classif")
+#: the second held-out set, added after the applicability rule was fixed (session 4): data and
+#: networks no constant was chosen on
+HELDOUT2 = ("circles", "quantiles", "hastie", "shallow")
 
 
 def case_name(arch: str, l1: float, sched: str) -> str:
@@ -65,6 +72,15 @@ def sklearn_data(dataset: str, seed: int = 0):
     elif dataset == "classif":
         X, y = skd.make_classification(n_samples=2500, n_features=30, n_informative=12, n_redundant=6,
                                        n_classes=5, n_clusters_per_class=2, class_sep=1.2, random_state=2)
+    elif dataset == "circles":
+        X, y = skd.make_circles(n_samples=1500, noise=0.15, factor=0.5, random_state=3)
+    elif dataset == "quantiles":
+        X, y = skd.make_gaussian_quantiles(n_samples=2000, n_features=6, n_classes=3, random_state=4)
+    elif dataset == "hastie":
+        X, y = skd.make_hastie_10_2(n_samples=3000, random_state=6)
+        y = (y > 0).astype(np.int64)
+    elif dataset == "digits":
+        X, y = skd.load_digits(return_X_y=True)
     else:
         raise ValueError(f"unknown held-out dataset {dataset!r}")
     X, y = np.asarray(X, np.float64), np.asarray(y)

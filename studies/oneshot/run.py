@@ -21,7 +21,7 @@ import torch
 from phasetrans._io import atomic_write_json, atomic_write_text, read_json
 from phasetrans.report.plots import plot_oneshot_study
 
-from .cases import HELDOUT, L1S, SCHEDULES, case_name, load_or_train
+from .cases import HELDOUT, HELDOUT2, L1S, SCHEDULES, case_name, load_or_train
 from .measure import measure_case
 from .render import render_markdown, summarize
 
@@ -35,7 +35,7 @@ def all_cases() -> list[tuple[str, float, str]]:
     lenet also with the constant one (LeNet without 3e-3: it collapses), the held-out nets (cosine)."""
     out = [(a, l1, "cos") for a in ("mlp", "wide", "lenet", "teacher", "big") for l1 in L1S]
     out += [(a, l1, "const") for a in ("mlp", "wide", "lenet") for l1 in L1S if not (a == "lenet" and l1 >= 3e-3)]
-    out += [(a, l1, "cos") for a in HELDOUT for l1 in L1S]
+    out += [(a, l1, "cos") for a in HELDOUT + HELDOUT2 for l1 in L1S]
     return out
 
 
@@ -66,7 +66,9 @@ def run_study(out: str | Path = "docs", weights: str | None = None, cases=None, 
         model, train, hdata, test, trained_s = load_or_train(arch, l1, sched, weights)
         r = measure_case(name, model, train, hdata, test, num_steps=num_steps, num_probes=num_probes,
                          refit_steps=refit_steps)
-        r.update(arch=arch, l1=l1, schedule=sched, heldout=arch in HELDOUT, trained_seconds=trained_s,
+        r.update(arch=arch, l1=l1, schedule=sched, heldout=arch in HELDOUT + HELDOUT2,
+                 group="heldout2" if arch in HELDOUT2 else "heldout" if arch in HELDOUT else "calibration",
+                 trained_seconds=trained_s,
                  seconds=time.perf_counter() - t)
         res["cases"].append(r)
         atomic_write_json(path, res)
