@@ -208,10 +208,12 @@ def applicability_note(prediction: Any) -> str | None:
     a = prediction.details.get("applicability", {})
     if str(prediction.method).startswith("oneshot"):
         return f"{prediction.method} estimate ({'model checked' if applies else 'model off: use forward'})"
+    ratio, cut = a.get("ratio", float("nan")), a.get("max_ratio", 2.5)
+    spike, margin = a.get("spike_mass", float("nan")), a.get("spike_margin", 0.03)
+    signals = f"ΔL₂(s*)/ε = {ratio:.2f} (cut {cut:g}), spike {spike:.2f} vs s* {prediction.sparsity:.2f}"
     if applies:
-        return f"theory applies: ΔL₂(s*)/ε = {a.get('ratio', float('nan')):.2f} ≤ {a.get('max_ratio', 1.5):g}"
-    return (f"theory does not apply: ΔL₂(s*)/ε = {a.get('ratio', float('nan')):.2f} > "
-            f"{a.get('max_ratio', 1.5):g}; s* is an existence limit, use pt.predict_oneshot")
+        return f"theory applies: {signals}"
+    return f"theory does not apply: {signals}; s* is an existence limit, use pt.predict_oneshot"
 
 
 def draw_applicability(ax: Any, prediction: Any, corner: str = "lower left") -> None:
