@@ -335,7 +335,7 @@ def predict_sparsity(
     zero_mass: float | Literal["estimate"] = 0.0,
     params: ParamSelection = None,
     batchnorm: BatchNormMode = "eval",
-    trace_method: TraceMethod | None = "hutch++",
+    trace_method: TraceMethod | None = None,
     trace_matvecs: int = 100,
     bootstrap: int = 200,
     reference_emulation: bool = False,
@@ -358,8 +358,10 @@ def predict_sparsity(
     batches of ``data`` as given (population std, ``ddof=0``, like the reference's ``np.std``;
     :func:`batch_loss_std`). ``zero_mass``: a number in [0, 1) or ``"estimate"``
     (:func:`estimate_zero_mass`, ``zero_mass_rows`` rows). ``trace_method``: ``"hutchinson"``,
-    ``"hutch++"``, ``"xtrace"`` (``trace_matvecs`` products) for the reported trace bound, or
-    ``None`` (trace from the spectrum). ``params``: names, ``nn.Parameter`` objects or modules
+    ``"hutch++"``, ``"xtrace"`` (``trace_matvecs`` more products) for the reported trace bound, or
+    ``None`` (the default: the trace from the spectrum, ``D · mean_k v_kᵀHv_k`` over the SLQ
+    probes — Hutchinson's estimator, at no extra product; the trace only enters the reported
+    Jensen bound, never ``s*``). ``params``: names, ``nn.Parameter`` objects or modules
     (:func:`~phasetrans.params.select_parameters`). ``batch_fn(batch) -> (inputs, targets)``:
     for batches of another shape (e.g. dicts; ``inputs`` may be a tuple or dict of the model's
     arguments). ``checkpoint``: a file path for the SLQ state (:func:`~phasetrans.slq`'s
@@ -371,17 +373,18 @@ def predict_sparsity(
     (:class:`~phasetrans.HessianOperator`).
 
     ``applies`` / ``warnings`` of the result (THEORY §7): does ``s*`` describe one-shot pruning of
-    *this* network? ``ΔL₂(s*)/ε ≤ 1.5`` for the second-order loss change of the actual
-    magnitude-pruned point (one gradient pass and one Hessian column, ``details["applicability"]``).
+    *this* network? ``ΔL₂(s*)/ε ≤ 2.5`` for the second-order loss change of the actual
+    magnitude-pruned point (one gradient pass and one Hessian column, ``details["applicability"]``)
+    and ``s*`` at most 0.03 past the near-zero spike of ``|w|`` (:mod:`.theory.applicability`).
     True in the paper's regime (strong l1, most weights near zero); where False the warnings say
     why and point to :func:`phasetrans.predict_oneshot`.
 
     **Budget.** ``num_steps=None`` and/or ``num_probes=None`` (the default): an adaptive budget
-    (:func:`~phasetrans.theory.budget.adaptive_spectrum`) adds Lanczos steps (depths 10, 15, 23,
-    35, 53, 80, 120, 180) and probes (4, 8, 10), never past 800 column products (the fixed
-    80 × 10), only until ``s*`` is settled to ``tolerance`` (default
-    1e-3, 0.1 point of sparsity): bootstrap std over probes + change of ``s*`` between the last
-    two depths ``≤ tolerance``. Explicit values keep their meaning (that many steps or probes,
+    (:func:`~phasetrans.theory.budget.adaptive_spectrum`) adds Lanczos steps (checked every 10,
+    up to 180) and probes (2, 4, 8, 10), never past 800 column products (the fixed 80 × 10), only
+    until ``s*`` is settled to ``tolerance`` (default 1e-3, 0.1 point of sparsity): bootstrap std
+    over probes + the largest move of ``s*`` over the checked depths of the last third
+    ``≤ tolerance``. Explicit values keep their meaning (that many steps or probes,
     bit for bit as before); with one of them fixed only the other grows.
     ``Prediction.products`` counts the column Hessian products of the spectrum, trace and zero-mass
     stages (the applicability check's one column is recorded apart, in

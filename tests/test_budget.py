@@ -15,7 +15,7 @@ import phasetrans as pt
 from phasetrans.linalg.growing_slq import GrowingSLQ
 from phasetrans.linalg.operator import DenseOperator
 from phasetrans.predict import hessian_subset
-from phasetrans.theory.budget import adaptive_spectrum, depth_schedule
+from phasetrans.theory.budget import adaptive_spectrum, depth_checks, depth_schedule, depth_window
 from phasetrans.theory.magnitude import magnitude_curve
 
 
@@ -76,12 +76,35 @@ def test_stop_rule_settles_to_the_exact_answer():
 
 
 def test_stop_rule_stops_once_settled():
-    """A loose tolerance: one deepening (the first check has no depth change) and stop."""
+    """A loose tolerance: the first two checks have no earlier depth within the last third
+    (10 < 20 / 1.5), the third compares with 20, and it stops there on 2 probes."""
     H, _, w = known(300)
     _, rec = adaptive_spectrum(H, magnitude_curve(w), 0.01, tolerance=0.5)
-    assert rec.settled and (rec.num_probes, rec.num_steps, rec.products) == (4, 15, 60)
-    assert [h["steps"] for h in rec.history] == [10, 15]
-    assert math.isinf(rec.history[0]["depth_change"])
+    assert rec.settled and (rec.num_probes, rec.num_steps, rec.products) == (2, 30, 60)
+    assert [h["steps"] for h in rec.history] == [10, 20, 30]
+    assert math.isinf(rec.history[0]["depth_change"]) and math.isinf(rec.history[1]["depth_change"])
+
+
+def test_depth_part_is_the_largest_move_over_the_last_third():
+    """Every recorded depth change is max |s*(m) − s*(m')| over the checked m' in [m/1.5, m),
+    recomputed here from slq at those depths (the same recurrence, stopped earlier)."""
+    H, _, w = known(1000, seed=3)
+    mag = magnitude_curve(w)
+    _, rec = adaptive_spectrum(H, mag, 0.002, tolerance=1e-9, num_probes=2, max_steps=60,
+                               check_every=10)
+    assert [h["steps"] for h in rec.history] == [10, 20, 30, 40, 50, 60]
+    roots = {m: pt.critical_sparsity(w, pt.slq(H, num_steps=m, num_probes=2, seed=0), 0.002,
+                                     bootstrap=0).sparsity for m in (10, 20, 30, 40, 50, 60)}
+    assert roots[60] == rec.sparsity
+    for row in rec.history[2:]:
+        m = row["steps"]
+        window = [d for d in roots if d < m and 1.5 * d >= m]
+        assert row["depth_change"] == pytest.approx(max(abs(roots[m] - roots[d]) for d in window),
+                                                    abs=1e-12)
+    assert max(h["depth_change"] for h in rec.history[2:]) > 0  # the check can fail
+    assert depth_checks(10, 45, 10) == [10, 20, 30, 40, 45] and depth_window([10, 20, 30, 40, 45], 4) == [30, 40]
+    with pytest.raises(ValueError, match="check_every"):
+        adaptive_spectrum(H, mag, 0.01, check_every=0)
 
 
 def test_stop_rule_exact_quadrature_after_breakdown():
@@ -138,8 +161,12 @@ def test_explicit_settings_are_unchanged_bit_for_bit():
     ref = pt.critical_sparsity(model, spec, 0.05)
     assert torch.equal(pred.spectrum.nodes, spec.nodes) and torch.equal(pred.spectrum.weights, spec.weights)
     assert pred.sparsity == ref.sparsity and pred.uncertainty == ref.uncertainty
-    assert pred.products == 30 * 6 + 100 and "budget" not in pred.details
+    assert pred.products == 30 * 6 and "budget" not in pred.details  # trace from the spectrum
     assert pred.to_dict()["products"] == pred.products
+    hutch = pt.predict_sparsity(model, LOSS, data, eps=0.05, num_steps=30, num_probes=6,
+                                trace_method="hutch++")
+    assert hutch.products == 30 * 6 + 100 and hutch.trace_source == "hutch++"
+    assert hutch.sparsity == pred.sparsity and pred.trace_source == "spectrum"
 
 
 def test_default_budget_is_adaptive():

@@ -4,13 +4,18 @@ the predicted ``s*`` is settled to a tolerance.
 The error of ``s*`` from SLQ has two parts (Ubaru, Chen & Saad 2017): the probe average (a Monte
 Carlo error over ``K`` probes, estimated by the bootstrap over probes, as
 :func:`.critical.bootstrap_uncertainty`) and the depth ``m`` of each Gauss rule (a quadrature
-error that decays with ``m``, estimated by the change of ``s*`` between two depths, which costs
+error that decays with ``m``, estimated by how far ``s*`` moves over earlier depths, which costs
 nothing: the rule of every depth run so far is read off the same recurrence). The rule::
 
-    settled  ⇔  σ_boot(K, m) + |s*(K, m) − s*(K, m_prev)| ≤ max(tolerance, 1/D)
+    settled  ⇔  σ_boot(K, m) + max_{m' ∈ C, m/1.5 ≤ m' < m} |s*(K, m) − s*(K, m')| ≤ max(tolerance, 1/D)
 
-with depths ``m`` on the schedule 10, 15, 23, 35, 53, 80, 120, 180 (×1.5) and ``K`` doubling
-from ``min_probes`` (4, 8, 10). While not settled it deepens when the depth change is the larger
+checked at the depths ``C = {10, 20, 30, …, 180}`` (``check_every`` steps): the depth part is the
+largest move of ``s*`` over the last third of the recurrence, not the move between two
+depths, because ``s*(m)`` is not monotone in ``m`` (with ``negative="abs"`` the Ritz values
+that cross zero change ``Φ`` by jumps) and a single earlier depth can agree by chance. ``K``
+doubles from ``min_probes`` (2, 4, 8, 10): the probe part is small on trained networks (one
+probe's ``s*`` scatters by 0.02–0.05 point at D ≈ 10⁴, docs/BENCHMARKS.md §0.1), so the budget
+goes into depth. While not settled it deepens when the depth change is the larger
 part (or the probes are at their cap), and adds probes otherwise, but only while that can still
 settle it (no probes are added against a depth change above the tolerance); it stops unsettled
 at ``max_steps``, ``max_probes`` or ``max_products`` column products (default 800: never more
@@ -33,7 +38,10 @@ from .magnitude import MagnitudeCurve
 from .spectrum import parse_spectrum
 from .width import Negative, Phi
 
-__all__ = ["BudgetRecord", "adaptive_spectrum", "depth_schedule"]
+__all__ = ["BudgetRecord", "adaptive_spectrum", "depth_checks", "depth_schedule", "depth_window"]
+
+#: the depth part compares ``s*(m)`` with every checked depth in ``[m / DEPTH_WINDOW, m)``
+DEPTH_WINDOW = 1.5
 
 #: resamples of the probes in the stop rule (the reported uncertainty uses ``bootstrap``)
 RULE_RESAMPLES = 50
@@ -45,6 +53,18 @@ def depth_schedule(first: int, last: int) -> list[int]:
     while out[-1] < last:
         out.append(min(last, int(np.ceil(1.5 * out[-1]))))
     return out
+
+
+def depth_checks(first: int, last: int, every: int) -> list[int]:
+    """Depths ``first, first + every, ...`` up to and including ``last``."""
+    out = list(range(min(first, last), last, every))
+    return out + [last] if not out or out[-1] != last else out
+
+
+def depth_window(checks: list[int], level: int) -> list[int]:
+    """The earlier checked depths the depth part compares with: ``m / DEPTH_WINDOW ≤ m' < m``."""
+    m = checks[level]
+    return [d for d in checks[:level] if d * DEPTH_WINDOW >= m]
 
 
 @dataclass(frozen=True)
@@ -90,12 +110,12 @@ def _bootstrap_std(mag: MagnitudeCurve, density: SpectralDensity, eps: float, p0
 def adaptive_spectrum(
     H: Any, mag: MagnitudeCurve, eps: float, *, negative: Negative = "abs", zero_mass: float = 0.0,
     tolerance: float = 1e-3, num_steps: int | None = None, num_probes: int | None = None,
-    max_steps: int = 180, max_probes: int = 10, min_probes: int = 4, first_depth: int = 10,
-    max_products: int = 800, seed: int = 0,
+    max_steps: int = 180, max_probes: int = 10, min_probes: int = 2, first_depth: int = 10,
+    check_every: int = 10, max_products: int = 800, seed: int = 0,
 ) -> tuple[SpectralDensity, BudgetRecord]:
     """The SLQ spectrum of ``H`` grown until ``s*`` (root of ``s = Φ(R(s))`` with the magnitude
     curve ``mag``) is settled to ``tolerance`` (module docstring: bootstrap std over probes plus
-    the change between Lanczos depths). ``num_steps`` / ``num_probes`` fix that dimension (only
+    the largest move over the checked depths of the last third). ``num_steps`` / ``num_probes`` fix that dimension (only
     the other grows); ``max_*`` cap the growth (``max_products``: probes × depth). Returns the spectrum and a :class:`BudgetRecord`."""
     tolerance = check_float(tolerance, "tolerance", minimum=0.0, strict_minimum=True)
     max_steps = check_int(num_steps if num_steps is not None else max_steps, "max_steps", minimum=1)
@@ -107,15 +127,17 @@ def adaptive_spectrum(
     run = GrowingSLQ(H, max_steps=max_steps, seed=seed)
     goal = max(tolerance, 1.0 / mag.dim)  # s* moves in steps of one weight
     last = run.max_steps
-    depths = [last] if num_steps is not None else depth_schedule(first_depth, last)
+    every = check_int(check_every, "check_every", minimum=1)
+    depths = [last] if num_steps is not None else depth_checks(first_depth, last, every)
     run.add_probes(probes)
     run.advance(depths[0])
     level, history = 0, []
     while True:
         density = run.density()
         s = _root(mag, density, eps, zero_mass, negative)
-        prev = run.density(depths[level - 1]) if level > 0 else None
-        change = abs(s - _root(mag, prev, eps, zero_mass, negative)) if prev is not None else np.inf
+        window = depth_window(depths, level)
+        change = max((abs(s - _root(mag, run.density(m), eps, zero_mass, negative)) for m in window),
+                     default=np.inf)
         if num_steps is not None or (run.depth >= last and level == 0) or _all_broken(run):
             change = 0.0  # a fixed depth, all of dim at once, or exact rules: no depth error
         can_deepen = (level + 1 < len(depths) and not _all_broken(run)
