@@ -327,7 +327,7 @@ BAD_INPUTS = [
     row("estimate_eps", "loss_fn=3", lambda: pt.estimate_eps(mlp(), 3, DATA), TypeError, "loss_fn"),
     row("estimate_eps", "one batch", lambda: pt.estimate_eps(mlp(), LOSS, (X, Y)), ValueError, "eps"),
     row("estimate_eps", "loss NaN on 2nd batch", lambda: pt.estimate_eps(mlp(), nan_on_batch(1), DATA), ValueError, "batch 1"),
-    row("predict_sparsity", "trace_matvecs=3 with hutch++", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, trace_matvecs=3), ValueError, "trace_matvecs"),
+    row("predict_sparsity", "trace_matvecs=3 with hutch++", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, trace_method="hutch++", trace_matvecs=3), ValueError, "trace_matvecs"),
     row("predict_sparsity", "trace_matvecs=1 with hutchinson", lambda: pt.predict_sparsity(mlp(), LOSS, DATA, trace_method="hutchinson", trace_matvecs=1), ValueError, "trace_matvecs"),
     row("predict_oneshot", "model='x'", lambda: pt.predict_oneshot("x", LOSS, DATA), TypeError, "model"),
     row("predict_oneshot", "loss_fn=3", lambda: pt.predict_oneshot(mlp(), 3, DATA), TypeError, "loss_fn"),

@@ -187,15 +187,21 @@ def test_oneshot_study_window_and_summary():
     cases = [case("a_0", 0.0, 0.70, 0.40, 0.35, [0.30, 0.60], 9.0),
              case("a_3", 3e-3, 0.97, 0.96, 0.95, [0.95, 0.95], 1.2),
              case("b_0", 0.0, 0.50, 0.50, 0.50, [0.50, 0.50], 5.0, acc=0.2),  # collapsed: left out
-             case("h_0", 0.0, 0.80, 0.50, 0.90, [0.60, 0.90], 4.0, heldout=True)]
+             case("h_0", 0.0, 0.80, 0.50, 0.90, [0.60, 0.90], 4.0, heldout=True),
+             # a second held-out group: ratio low but s* 4 points past the spike -> not applies
+             {**case("g_3", 3e-3, 0.99, 0.95, 0.93, [0.93, 0.93], 1.0, heldout=True), "group": "heldout2"},
+             {**case("g_1", 1e-3, 0.96, 0.95, 0.94, [0.94, 0.94], 2.0, heldout=True), "group": "heldout2"}]
     summ = O.summarize(cases)
     assert summ["collapsed"] == ["b_0"]
     cal = summ["groups"]["calibration"]
     est = cal["estimators"]["forward, τ = 2ε (predict_oneshot default)"]
     assert est["n"] == 2 and est["max"] == pytest.approx(5.0) and est["median"] == pytest.approx(3.0)
     assert est["max_window"] == pytest.approx(1.0) and est["median_window"] == pytest.approx(0.5)
-    rule = cal["rules"]["ratio ≤ 1.5 (shipped)"]
+    rule = cal["rules"][O.SHIPPED]
     assert rule["n_true"] == 1 and rule["worst"] == pytest.approx(2.0) and rule["worst_case"] == "a_3"
+    two = summ["groups"]["held-out 2"]["rules"][O.SHIPPED]  # g_3: spike 0.95 < 0.99 − 0.03
+    assert two["n_true"] == 1 and two["worst_case"] == "g_1" and two["worst"] == pytest.approx(2.0)
+    assert summ["targets"]["applies: worst |s* − one-shot| ≤ 3 where True, held-out 2"] is True
     held = summ["groups"]["held-out"]["estimators"]["paper s*"]
     assert held["n"] == 1 and held["max"] == pytest.approx(10.0) and held["max_window"] == pytest.approx(0.0)
     assert summ["targets"]["applies: worst |s* − one-shot| ≤ 3 where True, calibration"] is True

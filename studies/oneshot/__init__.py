@@ -7,10 +7,11 @@ training come from :mod:`studies.validation.cases`), :mod:`.measure` (one case),
 (summary and markdown), :mod:`.run` (the command line); figures by :mod:`phasetrans.report.plots`.
 """
 
-from .cases import ARCHS, HELDOUT, L1S, SCHEDULES, case_name, load_or_train
+from .cases import ARCHS, HELDOUT, HELDOUT2, L1S, SCHEDULES, case_name, load_or_train
 from .measure import measure_case, window_of
-from .render import render_markdown, summarize
-from .run import all_cases, main, run_study
+from .render import SHIPPED, render_markdown, summarize
+from .run import all_cases, main, reassess, run_study
 
-__all__ = ["ARCHS", "HELDOUT", "L1S", "SCHEDULES", "all_cases", "case_name", "load_or_train", "main",
-           "measure_case", "render_markdown", "run_study", "summarize", "window_of"]
+__all__ = ["ARCHS", "HELDOUT", "HELDOUT2", "L1S", "SCHEDULES", "SHIPPED", "all_cases", "case_name",
+           "load_or_train", "main", "measure_case", "reassess", "render_markdown", "run_study",
+           "summarize", "window_of"]

@@ -104,9 +104,11 @@ def _data_and_maker(arch: str, seed: int):
     return case_data(cfg, seed, "cpu", None)
 
 
-def load_or_train(arch: str, l1: float, sched: str, weights_dir: str | Path | None, seed: int = 0):
+def load_or_train(arch: str, l1: float, sched: str, weights_dir: str | Path | None, seed: int = 0,
+                  load_only: bool = False):
     """``(model, train loader, hessian data, test, seconds trained or None)``: the state dict
-    ``weights_dir/<case>.pt`` if there, else trained from scratch (and saved there when given)."""
+    ``weights_dir/<case>.pt`` if there, else trained from scratch (and saved there when given;
+    ``load_only``: a missing file is an error)."""
     train, hdata, test, make = _data_and_maker(arch, seed)
     path = Path(weights_dir) / f"{case_name(arch, l1, sched)}.pt" if weights_dir else None
     if path is not None and path.exists():
@@ -114,6 +116,8 @@ def load_or_train(arch: str, l1: float, sched: str, weights_dir: str | Path | No
         model = make()
         model.load_state_dict(torch.load(path, weights_only=True)["state"])
         return model.eval(), train, hdata, test, None
+    if load_only:
+        raise FileNotFoundError(f"no trained weights {path} (--weights)")
     cfg = {**ARCHS[arch], "l1": l1, **SCHEDULES[sched]}
     if "dataset" in cfg:  # train_case builds the validation study's data; same recipe here
         from phasetrans.train import train_l1

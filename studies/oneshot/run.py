@@ -99,14 +99,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="redo the cases already in OUT/oneshot.json")
     p.add_argument("--rerender", action="store_true", help="only redraw and rewrite from OUT/oneshot.json")
+    p.add_argument("--reassess", action="store_true",
+                   help="recompute every case's spike mass (from --weights) and `applies` with the current rule, "
+                        "then rerender (no SLQ, no pruning)")
     return p
+
+
+def reassess(cases: list[dict], weights: str) -> None:
+    """``spike_mass``, ``applies`` and ``warnings`` of every case with the package's current
+    applicability rule, from the stored ΔL₂ terms, ε, ``s*`` and the trained weights."""
+    from phasetrans.params import select_parameters
+    from phasetrans.theory.applicability import assess_applicability, spike_mass
+
+    for c in cases:
+        model = load_or_train(c["arch"], c["l1"], c["schedule"], weights, load_only=True)[0]
+        named = dict(model.named_parameters())
+        w = torch.cat([named[n].detach().reshape(-1) for n in select_parameters(model, None)])
+        verdict = assess_applicability(c["first_order"], c["second_order"], c["eps"], c["paper"],
+                                       spike_mass(w), c["implied_l1"])
+        c.update(spike_mass=verdict.spike_mass, applies=verdict.applies, warnings=list(verdict.warnings))
 
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     out = Path(a.out)
-    if a.rerender:
+    if a.rerender or a.reassess:
         res = read_json(out / "oneshot.json")
+        if a.reassess:
+            reassess(res["cases"], a.weights)
         res["summary"] = summarize(res["cases"])
         draw_figures(res, out)
         atomic_write_json(out / "oneshot.json", res)

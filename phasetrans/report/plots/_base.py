@@ -210,7 +210,8 @@ def applicability_note(prediction: Any) -> str | None:
         return f"{prediction.method} estimate ({'model checked' if applies else 'model off: use forward'})"
     ratio, cut = a.get("ratio", float("nan")), a.get("max_ratio", 2.5)
     spike, margin = a.get("spike_mass", float("nan")), a.get("spike_margin", 0.03)
-    signals = f"ΔL₂(s*)/ε = {ratio:.2f} (cut {cut:g}), spike {spike:.2f} vs s* {prediction.sparsity:.2f}"
+    signals = (f"ΔL₂(s*)/ε = {ratio:.2f} (cut {cut:g}), spike {spike:.2f} "
+               f"(needs ≥ s* − {margin:g} = {prediction.sparsity - margin:.2f})")
     if applies:
         return f"theory applies: {signals}"
     return f"theory does not apply: {signals}; s* is an existence limit, use pt.predict_oneshot"
