@@ -39,6 +39,16 @@ DEMO = {
 DEMO_QUICK = {**DEMO, "num_steps": 30, "num_probes": 4}  # same training, cheaper spectrum
 
 
+def slq_budget(cfg: dict, resumable: bool) -> dict[str, int | None]:
+    """``num_steps`` / ``num_probes`` of a prediction: as given, else the adaptive budget
+    (``None``), except with ``--checkpoint-dir``, whose resumable SLQ needs a fixed budget
+    (80 × 10 where not given)."""
+    steps, probes = cfg.get("num_steps"), cfg.get("num_probes")
+    if resumable:
+        steps, probes = steps or 80, probes or 10
+    return {"num_steps": steps, "num_probes": probes}
+
+
 def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
     """Print the result: ``payload`` as JSON with ``--json``, else ``text``."""
     from .._io import to_jsonable
@@ -155,10 +165,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     eps, eps_source = cfg.get("eps"), "user"
     if eps is None:  # the std of the mini-batch training losses, over the training batches
         eps, eps_source = estimate_eps(model, loss, train), "batch_loss_std"
+    checkpoint = checkpoint_file(cfg, "slq.pt")
     pred = predict_sparsity(model, loss, hessian_data(train, cfg), eps=eps,
-                            num_steps=cfg.get("num_steps", 80), num_probes=cfg.get("num_probes", 10),
-                            seed=cfg.get("seed", 0), checkpoint=checkpoint_file(cfg, "slq.pt"),
-                            progress=_progress(args), **kwargs)
+                            **slq_budget(cfg, checkpoint is not None), seed=cfg.get("seed", 0),
+                            checkpoint=checkpoint, progress=_progress(args), **kwargs)
     pred = dataclasses.replace(pred, eps_source=eps_source)
     payload = {"command": "predict", **pred.to_dict()}
     oneshot = None
@@ -254,8 +264,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             kwargs["train_kwargs"] = {"checkpoint": checkpoint_file(cfg, "train.pt")}
     report = validate(
         model, loss_fn(cfg), train, test, l1=cfg.get("l1"), epochs=cfg.get("epochs", 30),
-        lr=float(cfg.get("lr", 0.05)), eps=cfg.get("eps"), num_steps=cfg.get("num_steps", 80),
-        num_probes=cfg.get("num_probes", 10), seed=cfg.get("seed", 0), out=out,
+        lr=float(cfg.get("lr", 0.05)), eps=cfg.get("eps"),
+        **slq_budget(cfg, cfg.get("checkpoint_dir") is not None), seed=cfg.get("seed", 0), out=out,
         refit=cfg.get("refit"), tolerance=float(cfg.get("tolerance", 0.0)),
         resolution=float(cfg.get("resolution", 1e-3)), hessian_data=hessian_data(train, cfg),
         progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), metric=metric(cfg),

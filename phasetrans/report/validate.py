@@ -198,8 +198,8 @@ def validate(
     epochs: int = 30,
     lr: float = 0.05,
     eps: float | None = None,
-    num_steps: int = 80,
-    num_probes: int = 10,
+    num_steps: int | None = None,
+    num_probes: int | None = None,
     seed: int = 0,
     out: str | os.PathLike | None = None,
     refit: int | None = None,
@@ -241,7 +241,9 @@ def validate(
         Loss tolerance ε; ``None``: the standard deviation of the mini-batch training losses at
         ``w*`` over the batches of ``train_data`` (the reference code's choice).
     num_steps, num_probes, seed
-        SLQ settings (:func:`~phasetrans.slq`).
+        SLQ settings (:func:`~phasetrans.slq`); ``None`` (the default): the adaptive budget of
+        :func:`~phasetrans.predict_sparsity` (steps and probes grown until ``s*`` is settled to
+        0.1 point). A ``checkpoint`` in ``predict_kwargs`` needs both fixed.
     hessian_data
         Data for the Hessian products (default ``train_data``): the same training set in larger
         batches makes the products faster on CPU and gives the same ``H``.

@@ -62,8 +62,8 @@ class ValidateRun:
     epochs: int
     lr: float
     eps: float | None
-    num_steps: int
-    num_probes: int
+    num_steps: int | None
+    num_probes: int | None
     seed: int
     out: str | os.PathLike | None
     refit: int | None
@@ -128,8 +128,8 @@ def check_validate_args(model, loss_fn, train_data, test_data, l1, epochs, lr, e
         lr = check_float(lr, "lr", minimum=0.0, strict_minimum=True)
     if eps is not None:
         eps = check_float(eps, "eps", minimum=0.0, strict_minimum=True)
-    num_steps = check_int(num_steps, "num_steps", minimum=1)
-    num_probes = check_int(num_probes, "num_probes", minimum=1)
+    num_steps = None if num_steps is None else check_int(num_steps, "num_steps", minimum=1)
+    num_probes = None if num_probes is None else check_int(num_probes, "num_probes", minimum=1)
     seed = check_seed(seed)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be None or a directory path, got {type(out).__name__}")
