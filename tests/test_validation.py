@@ -206,3 +206,29 @@ def test_oneshot_study_window_and_summary():
     assert held["n"] == 1 and held["max"] == pytest.approx(10.0) and held["max_window"] == pytest.approx(0.0)
     assert summ["targets"]["applies: worst |s* − one-shot| ≤ 3 where True, calibration"] is True
     assert summ["targets"]["estimator (median ≤ 2, max ≤ 5), calibration"] is False
+
+
+def test_oneshot_study_reassess_recomputes_spike_and_applies(tmp_path):
+    """--reassess: the spike mass from the stored weights, applies with the current rule from the
+    stored ΔL₂ terms; a missing weights file is an error, not a retraining."""
+    import studies.oneshot as O
+    from phasetrans import models as pt_models
+    from phasetrans.theory.applicability import spike_mass
+
+    torch.manual_seed(0)
+    model = pt_models.MLP(O.ARCHS["circles"]["sizes"])
+    with torch.no_grad():  # 95% of the weights in the spike
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_((torch.rand_like(m.weight) < 0.05).float())
+    torch.save({"state": model.state_dict(), "meta": {}}, tmp_path / f"{O.case_name('circles', 3e-3, 'cos')}.pt")
+    w = torch.cat([m.weight.reshape(-1) for m in model.modules() if isinstance(m, torch.nn.Linear)])
+    base = {"arch": "circles", "l1": 3e-3, "schedule": "cos", "eps": 0.01, "implied_l1": 3e-3,
+            "first_order": 0.01, "second_order": 0.005, "spike_mass": 0.0, "applies": None}
+    cases = [{**base, "paper": 0.96}, {**base, "paper": 0.99}, {**base, "paper": 0.96, "second_order": 0.02}]
+    O.reassess(cases, str(tmp_path))
+    assert all(c["spike_mass"] == pytest.approx(spike_mass(w)) for c in cases) and cases[0]["spike_mass"] > 0.9
+    assert [c["applies"] for c in cases] == [True, False, False]  # past the spike; ratio 3 > 2.5
+    assert cases[0]["warnings"] == [] and "near zero" in " ".join(cases[1]["warnings"])
+    with pytest.raises(FileNotFoundError, match="weights"):
+        O.reassess([{**base, "arch": "hastie", "paper": 0.9}], str(tmp_path))
