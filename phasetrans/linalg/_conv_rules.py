@@ -159,14 +159,13 @@ def double_backward(gy, x, w, ggx, ggw, ggb, params, needs: Sequence[bool]):
     otherwise). Plain differentiable ops, each with a ``vmap`` batching rule."""
     d_gy = dx = dw = None
     if needs[0]:
-        if ggx is not None:
-            d_gy = _convolution(ggx, w, None, params)
+        if ggx is not None:  # ḃ is added inside the convolution (one pass less)
+            d_gy, ggb = _convolution(ggx, w, ggb, params), None
         if ggw is not None:
-            term = _convolution(x, ggw, None, params)
-            d_gy = term if d_gy is None else d_gy + term
+            term = _convolution(x, ggw, ggb, params)
+            d_gy, ggb = (term if d_gy is None else d_gy + term), None
         if ggb is not None:
-            term = ggb.reshape(1, -1, *([1] * (gy.dim() - 2)))
-            d_gy = term.expand(gy.shape) if d_gy is None else d_gy + term
+            d_gy = ggb.reshape(1, -1, *([1] * (gy.dim() - 2))).expand(gy.shape)
     mask = (bool(needs[1]) and ggw is not None, bool(needs[2]) and ggx is not None, False)
     if mask[0] or mask[1]:
         inp = ggx if ggx is not None else x
