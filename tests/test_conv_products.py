@@ -183,3 +183,19 @@ def test_gradient_under_conv_rules_is_the_native_one_bit_for_bit():
     native, taken = gradient(contextlib.nullcontext()), gradient(ConvRules())
     assert graph_has_native_conv(native) and not graph_has_native_conv(taken)
     assert all(torch.equal(a, b) for a, b in zip(native, taken))
+
+
+def test_the_choice_follows_the_largest_batch_of_the_pass(monkeypatch, spy):
+    # conv2d_model's largest activation is 1680 bytes a sample: batches of 5 and 1 give 8400 and
+    # 1680 bytes; with room for 8000, the pass loops over the columns (a small last batch does not
+    # turn the batched backward on for the others)
+    model, data = conv2d_model(), batches(MODELS["conv2d"][1], sizes=(5, 1))
+    monkeypatch.setattr(_conv_rules, "COLUMN_BYTES", 8000)
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    V = torch.randn(H.dim, 4, dtype=DT)
+    assert relerr(H @ V, dense_hessian(model, data) @ V) < REL
+    assert H._columns == (False, None) and spy["batched"] == 0
+    monkeypatch.setattr(_conv_rules, "COLUMN_BYTES", 4 * 8400)
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H @ V
+    assert H._columns == ("vmap", 4)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["COLUMN_BYTES", "ConvRules", "conv_columns", "double_backward", "graph_has_native_conv"]
+__all__ = ["COLUMN_BYTES", "ColumnsChoice", "ConvRules", "double_backward", "graph_has_native_conv"]
 
 aten = torch.ops.aten
 
@@ -203,13 +203,22 @@ def graph_has_native_conv(tensors: Sequence[torch.Tensor]) -> bool:
 COLUMN_BYTES = 2 << 20
 
 
-def conv_columns(gs: Sequence[torch.Tensor], largest_bytes: int) -> tuple[str | bool, int | None]:
-    """How the columns of ``H @ V`` go through a gradient graph with convolutions
-    (:func:`~._graph_cache.apply_graph`): ``("vmap", c)``, batched backwards of at most ``c``
-    columns, when every convolution in the graph is :class:`_Conv` and ``c =
-    COLUMN_BYTES // largest_bytes`` is at least 2 (``largest_bytes``: the largest convolution
-    input or output, :attr:`ConvRules.largest_bytes`), else ``(False, None)``: a loop."""
-    columns = COLUMN_BYTES // max(int(largest_bytes), 1)
-    if columns < 2 or graph_has_native_conv(gs):
-        return False, None
-    return "vmap", columns
+class ColumnsChoice:
+    """How the columns of ``H @ V`` go through the gradient graphs of one pass over the data
+    (:func:`~._graph_cache.apply_graph`), updated with each graph built (:meth:`update`):
+    ``("vmap", c)``, batched backwards of at most ``c = COLUMN_BYTES // largest`` columns, where
+    ``largest`` is the largest convolution input or output so far (:attr:`ConvRules.largest_bytes`),
+    when ``c >= 2`` and every convolution of every graph is :class:`_Conv`; else
+    ``(False, None)``: a loop over the columns."""
+
+    def __init__(self):
+        self.largest_bytes = 0
+        self.native = False
+
+    def update(self, gs: Sequence[torch.Tensor], largest_bytes: int) -> tuple[str | bool, int | None]:
+        self.largest_bytes = max(self.largest_bytes, int(largest_bytes))
+        columns = COLUMN_BYTES // max(self.largest_bytes, 1)
+        if columns < 2:
+            return False, None
+        self.native = self.native or graph_has_native_conv(gs)
+        return (False, None) if self.native else ("vmap", columns)

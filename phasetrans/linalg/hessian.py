@@ -24,7 +24,7 @@ from .._batches import FixedOrder, as_batches, batch_size, move_batch
 from .._checks import check_callable, check_choice, check_int, check_model, model_device_dtype
 from ..params import effective_values, select_parameters
 from ._checkpoint import digest_batch
-from ._conv_rules import ConvRules, conv_columns
+from ._conv_rules import ColumnsChoice, ConvRules
 from ._empirical_risk import (
     BatchNormMode,
     batch_loss,
@@ -167,7 +167,7 @@ class HessianOperator(Operator):
         # one batched backward of a graph (vmap over the engine) for several columns beat a loop
         # over them on an MLP (1.13 vs 1.85 gradient passes per column at K = 8, 2 CPU threads);
         # with convolutions the graphs are built under ConvRules and each built graph decides
-        # (conv_columns: a torch.func.vmap of at most so many columns, or a loop)
+        # (ColumnsChoice: a torch.func.vmap of at most so many columns, or a loop)
         self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._columns: tuple[bool | str, int | None] = (False, None) if self._has_conv else (
             "engine", None)
@@ -279,6 +279,7 @@ class HessianOperator(Operator):
                 count += size
             return count
         cache = GraphCache(key, budget, self.model) if budget > 0 else None
+        self._choice = ColumnsChoice()  # the columns' mode, over the graphs of this pass
         values = effective_values(self.model, self.param_names)
         leaves = [values[n] for n in self.param_names]
         for index, size, (inputs, targets) in self._batches():
@@ -334,7 +335,7 @@ class HessianOperator(Operator):
             check_batch_loss(loss, index)
             gs = torch.autograd.grad(loss, ws, create_graph=True)
         if self._has_conv:
-            self._columns = conv_columns(gs, rules.largest_bytes)
+            self._columns = self._choice.update(gs, rules.largest_bytes)
         return ws, gs
 
     def _apply_graph(self, ws, gs, blocks, pieces, size, keep):
