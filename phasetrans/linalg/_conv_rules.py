@@ -12,8 +12,10 @@ one, but the backward of that backward -- the Hessian product -- is :func:`doubl
 where (ẋ, Ẇ, ḃ) are the cotangents of (g_x, g_W, g_b) (Pearlmutter 1994). The native
 ``_convolution_double_backward`` computes the same terms, but under ``vmap`` (several columns at
 once) it has no batching rule and loops per column; these ops all have one, so the K columns of
-``H @ V`` go through one batched backward (:func:`graph_has_native_conv` tells whether every
-convolution of a graph was taken over).
+``H @ V`` can go through one batched backward. :class:`ColumnsChoice` decides, per pass over the
+data: batched when every convolution was taken over (:func:`graph_has_native_conv`) and the
+batched copies of the largest activation stay small (measured, see ``COLUMN_BYTES``), else a
+loop over the columns (still through :func:`double_backward`, fewer kernels than the native one).
 """
 
 from __future__ import annotations
@@ -192,14 +194,19 @@ def graph_has_native_conv(tensors: Sequence[torch.Tensor]) -> bool:
 
 
 # The most bytes a batched backward's copy of a graph's largest convolution input or output may
-# hold (K columns at once make each such tensor K times larger). Measured on the 2-core CPU,
-# 1 thread, K = 8, the small CNN of bench/hvp_methods.py (conv 16-32 on 8x8 digits), gradient
-# passes per column, loop vs the batched backward in chunks of c columns (process CPU time,
-# loaded machine): batches of 16 (128 KiB a column): 1.75 loop, 1.00 (c = 8); of 32 (256 KiB):
-# 1.89, 1.34 (c = 8); of 64: 2.24, 2.16 (c = 4), 2.47 (c = 8); of 128: 2.07, 2.08 (c = 2), 2.20
-# (c = 4); of 256 (2 MiB a column): 1.95 loop, 2.83 (c = 8). Past about 2 MiB the larger
-# transients leave the caches and are faulted in afresh (200k minor page faults per product at
-# batch 256, c = 8, against a few for the loop).
+# hold (K columns at once make each such tensor K times larger), and the fewest columns worth a
+# batched backward. Measured on the 2-core CPU, 1 thread, the small CNN of bench/hvp_methods.py
+# (conv 16-32 on 8x8 digits; process CPU time, loaded machine), gradient passes per column at
+# K = 4 / 8 / 16, native double backward (before) | loop over columns | batched by this rule:
+#   batches of  16 (128 KiB a column, c = 8):  2.16 / 1.96 / 2.09 | 1.84 / 1.77 / 1.89 | 1.21 / 0.96 / 0.97
+#   batches of  32 (256 KiB, c = 8):           1.95 / 1.83 / 2.08 | 1.88 / 1.87 / 1.94 | 1.37 / 1.32 / 1.28
+#   batches of  64 (512 KiB, c = 4):           2.13 / 2.06 / 2.11 | 2.01 / 2.05 / 1.92 | 1.84 / 1.90 / 1.81
+#   batches of 128 (1 MiB, c = 2 rejected):    2.01 / 2.13 / 2.11 | 1.85 / 1.76 / 1.86 | 2.04 / 1.97 / 1.96
+#   batches of 256 (2 MiB, c = 8 rejected):    K = 8: loop 1.95, batched 2.83.
+# Past about 2 MiB the batched transients leave the caches and glibc returns them to the system
+# between batches, so they are faulted in afresh (200k minor page faults per product at batch
+# 256, c = 8, against a few for the loop).
+MIN_COLUMNS = 4
 COLUMN_BYTES = 2 << 20
 
 
@@ -208,7 +215,7 @@ class ColumnsChoice:
     (:func:`~._graph_cache.apply_graph`), updated with each graph built (:meth:`update`):
     ``("vmap", c)``, batched backwards of at most ``c = COLUMN_BYTES // largest`` columns, where
     ``largest`` is the largest convolution input or output so far (:attr:`ConvRules.largest_bytes`),
-    when ``c >= 2`` and every convolution of every graph is :class:`_Conv`; else
+    when ``c >= MIN_COLUMNS`` and every convolution of every graph is :class:`_Conv`; else
     ``(False, None)``: a loop over the columns."""
 
     def __init__(self):
@@ -218,7 +225,7 @@ class ColumnsChoice:
     def update(self, gs: Sequence[torch.Tensor], largest_bytes: int) -> tuple[str | bool, int | None]:
         self.largest_bytes = max(self.largest_bytes, int(largest_bytes))
         columns = COLUMN_BYTES // max(self.largest_bytes, 1)
-        if columns < 2:
+        if columns < MIN_COLUMNS:
             return False, None
         self.native = self.native or graph_has_native_conv(gs)
         return (False, None) if self.native else ("vmap", columns)

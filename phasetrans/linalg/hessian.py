@@ -68,7 +68,9 @@ class HessianOperator(Operator):
         statistics in BatchNorm layers (running statistics are not updated).
     method : "auto" | "func" | "backward"
         ``"func"``: ``vmap(jvp(grad))``, recomputed every product; ``"backward"``: one gradient
-        graph per batch (``create_graph=True``), one backward of it per column, the graphs kept
+        graph per batch (``create_graph=True``), one backward of it per column (or one batched
+        backward for several where measured faster: no convolutions, or convolutions with small
+        activations, :mod:`._conv_rules`), the graphs kept
         across products when they fit in ``cache_bytes`` (graph reuse). ``"auto"``: the cached
         graphs whenever they fit; otherwise, per product, ``"backward"`` for one column and
         ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md).
