@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["GraphCache", "state_key", "default_budget", "apply_graph"]
+__all__ = ["GraphCache", "state_key", "default_budget", "apply_graph", "vmapped_backward"]
 
 
 class GraphCache:
@@ -87,26 +87,55 @@ def default_budget(device: torch.device) -> int:
 
 def apply_graph(
     ws: list, gs: tuple, blocks: list, pieces: list, size: float, keep: bool,
-    chunk_size: int | None, batched: bool,
+    chunk_size: int | None, batched: bool | str,
 ) -> None:
     """``size · H_b V`` added to ``pieces``: backward of the gradient graph ``gs = ∇L_b(ws)`` for
     each column of the per-parameter ``blocks`` (one batched backward per ``chunk_size`` columns
-    when ``batched``); ``keep`` retains the graph after the last column."""
+    when ``batched``: ``"vmap"`` through ``torch.func.vmap``, whose batching rules cover
+    convolutions, any other true value through ``is_grads_batched``); ``keep`` retains the
+    graph after the last column."""
     K = blocks[0].shape[0] if blocks else 0
     if K > 1 and batched:
         step = chunk_size or K
         for lo in range(0, K, step):
             hi = min(K, lo + step)
-            hvs = torch.autograd.grad(
-                gs, ws, grad_outputs=[b[lo:hi] for b in blocks],
-                retain_graph=keep or hi < K, is_grads_batched=True,
-            )
+            chunk = [b[lo:hi] for b in blocks]
+            if batched == "vmap":
+                hvs = vmapped_backward(gs, ws, chunk)
+                if hvs is None:  # no batched backward through this graph: loop over the chunk
+                    _loop_columns(ws, gs, blocks, pieces, size, keep or hi < K, lo, hi)
+                    continue
+            else:
+                hvs = torch.autograd.grad(
+                    gs, ws, grad_outputs=chunk, retain_graph=keep or hi < K,
+                    is_grads_batched=True,
+                )
             for piece, hv in zip(pieces, hvs):
                 piece[lo:hi].add_(hv, alpha=size)
         return
-    for k in range(K):
+    _loop_columns(ws, gs, blocks, pieces, size, keep, 0, K)
+
+
+def _loop_columns(ws, gs, blocks, pieces, size, keep, lo, hi) -> None:
+    """Columns ``lo..hi-1`` one backward each; ``keep`` retains the graph after the last."""
+    for k in range(lo, hi):
         hvs = torch.autograd.grad(
-            gs, ws, grad_outputs=[b[k] for b in blocks], retain_graph=keep or k < K - 1
+            gs, ws, grad_outputs=[b[k] for b in blocks], retain_graph=keep or k < hi - 1
         )
         for piece, hv in zip(pieces, hvs):
             piece[k].add_(hv, alpha=size)
+
+
+def vmapped_backward(gs: tuple, ws: list, grad_outputs: list) -> tuple | None:
+    """``torch.autograd.grad(gs, ws, v)`` for every row ``v`` of the batched ``grad_outputs`` in
+    one backward, vectorised by ``torch.func.vmap`` (the functorch batching rules; the engine's
+    own ``is_grads_batched`` uses the legacy rules, which have none for convolutions). The graph
+    is retained; ``None`` when a node of the graph cannot run batched (the caller loops)."""
+
+    def vjp(*vs):
+        return torch.autograd.grad(gs, ws, grad_outputs=vs, retain_graph=True)
+
+    try:
+        return torch.func.vmap(vjp)(*grad_outputs)
+    except RuntimeError:
+        return None

@@ -24,6 +24,7 @@ from .._batches import FixedOrder, as_batches, batch_size, move_batch
 from .._checks import check_callable, check_choice, check_int, check_model, model_device_dtype
 from ..params import effective_values, select_parameters
 from ._checkpoint import digest_batch
+from ._conv_rules import ColumnsChoice, ConvRules
 from ._empirical_risk import (
     BatchNormMode,
     batch_loss,
@@ -67,7 +68,9 @@ class HessianOperator(Operator):
         statistics in BatchNorm layers (running statistics are not updated).
     method : "auto" | "func" | "backward"
         ``"func"``: ``vmap(jvp(grad))``, recomputed every product; ``"backward"``: one gradient
-        graph per batch (``create_graph=True``), one backward of it per column, the graphs kept
+        graph per batch (``create_graph=True``), one backward of it per column (or one batched
+        backward for several where measured faster: no convolutions, or convolutions with small
+        activations, :mod:`._conv_rules`), the graphs kept
         across products when they fit in ``cache_bytes`` (graph reuse). ``"auto"``: the cached
         graphs whenever they fit; otherwise, per product, ``"backward"`` for one column and
         ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md).
@@ -164,11 +167,12 @@ class HessianOperator(Operator):
         self.num_samples: int | None = None  # known after the first pass
         self._checked = False
         # one batched backward of a graph (vmap over the engine) for several columns beat a loop
-        # over them on an MLP (1.13 vs 1.85 gradient passes per column at K = 8, 2 CPU threads)
-        # but lost with convolutions (small CNN 1.68 vs 1.48, ResNet-18 3.06 vs 2.16)
-        self._batched_backward = not any(
-            isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()
-        )
+        # over them on an MLP (1.13 vs 1.85 gradient passes per column at K = 8, 2 CPU threads);
+        # with convolutions the graphs are built under ConvRules and each built graph decides
+        # (ColumnsChoice: a torch.func.vmap of at most so many columns, or a loop)
+        self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        self._columns: tuple[bool | str, int | None] = (False, None) if self._has_conv else (
+            "engine", None)
 
     # -- helpers ---------------------------------------------------------------------------
     def parameters_vector(self) -> torch.Tensor:
@@ -277,6 +281,7 @@ class HessianOperator(Operator):
                 count += size
             return count
         cache = GraphCache(key, budget, self.model) if budget > 0 else None
+        self._choice = ColumnsChoice()  # the columns' mode, over the graphs of this pass
         values = effective_values(self.model, self.param_names)
         leaves = [values[n] for n in self.param_names]
         for index, size, (inputs, targets) in self._batches():
@@ -325,16 +330,21 @@ class HessianOperator(Operator):
         graph) and ``gs = ∇L_b(ws)`` with ``create_graph=True``; the bytes it saves are counted
         into ``cache`` when given."""
         hooks = cache.counting_hooks() if cache is not None else contextlib.nullcontext()
-        with torch.enable_grad(), hooks:
+        rules = ConvRules() if self._has_conv else contextlib.nullcontext()
+        with torch.enable_grad(), hooks, rules:
             ws = [p.requires_grad_(True) for p in (leaf.detach() for leaf in leaves)]
             loss = self._loss(dict(zip(self.param_names, ws)), fixed, inputs, targets)
             check_batch_loss(loss, index)
             gs = torch.autograd.grad(loss, ws, create_graph=True)
+        if self._has_conv:
+            self._columns = self._choice.update(gs, rules.largest_bytes)
         return ws, gs
 
     def _apply_graph(self, ws, gs, blocks, pieces, size, keep):
         """``size · H_b V`` added to ``pieces`` (:func:`apply_graph`)."""
-        apply_graph(ws, gs, blocks, pieces, size, keep, self.chunk_size, self._batched_backward)
+        mode, most = self._columns
+        chunk = self.chunk_size if most is None else min(self.chunk_size or most, most)
+        apply_graph(ws, gs, blocks, pieces, size, keep, chunk, mode)
 
     # -- whole-data quantities ------------------------------------------------------------
     def loss_and_gradient(self) -> tuple[float, torch.Tensor, list[float], list[int]]:
