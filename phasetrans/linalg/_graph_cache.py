@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["GraphCache", "state_key", "default_budget", "apply_graph"]
+__all__ = ["GraphCache", "state_key", "default_budget", "apply_graph", "column_loop", "LOOP_BYTES"]
 
 
 class GraphCache:
@@ -25,6 +25,7 @@ class GraphCache:
         self.key = key
         self.budget = budget
         self.nbytes = 0
+        self.largest = 0  # bytes of the largest tensor the first graph saved (column_loop)
         self.entries: list[tuple[int, int, list, tuple]] = []
         # the model's own storages (the graph's leaves alias the parameters) are not new memory
         self._seen: set[int] = {
@@ -49,6 +50,8 @@ class GraphCache:
 
     def counting_hooks(self):
         def pack(t: torch.Tensor) -> torch.Tensor:
+            if not self.entries:  # the first graph decides for all (one arithmetic per operator)
+                self.largest = max(self.largest, t.numel() * t.element_size())
             storage = t.untyped_storage()
             ptr = storage.data_ptr()
             if ptr not in self._seen:
@@ -110,3 +113,26 @@ def apply_graph(
         )
         for piece, hv in zip(pieces, hvs):
             piece[k].add_(hv, alpha=size)
+
+
+#: the size, in bytes, of a kept graph's largest saved tensor from which, on CPU, the columns go
+#: through the graph one at a time (:func:`column_loop`)
+LOOP_BYTES = 1 << 17
+
+
+def column_loop(largest: int, device: torch.device) -> bool:
+    """Whether several columns go through a kept graph one backward each rather than in one
+    batched backward (``is_grads_batched``): on CPU, when the first kept graph's largest saved
+    tensor (``largest`` bytes, :attr:`GraphCache.largest`) has at least :data:`LOOP_BYTES`
+    (128 KiB). Without kept graphs (``cache_bytes=0``, or over the budget) the products stay
+    batched.
+
+    The batched backward copies its ``K``-fold tensors around every matmul (``matmul`` of an
+    unbatched by a batched operand folds the batch with a ``contiguous`` copy) and adds them up
+    in the engine: past the L2 cache that memory traffic costs more than ``K`` separate backwards
+    save in per-operation overhead. Measured (``bench/hvp_methods.py``-style, Intel Xeon, K = 8,
+    float32, batches of 256; per-column cost in gradient passes, loop vs batched): MLP 64-256-256-10
+    (largest saved tensor 256 KiB) 1.36 vs 1.92 on 1 thread, 0.73x the SLQ time on 2; 64-1024-1024-10
+    2.39 vs 4.42; 64-64-32-10 (64 KiB) 1.27 vs 0.92 on 2 threads, where the batched backward stays.
+    """
+    return device.type == "cpu" and largest >= LOOP_BYTES
