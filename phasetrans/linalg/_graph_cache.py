@@ -130,9 +130,12 @@ def column_loop(largest: int, device: torch.device) -> bool:
     The batched backward copies its ``K``-fold tensors around every matmul (``matmul`` of an
     unbatched by a batched operand folds the batch with a ``contiguous`` copy) and adds them up
     in the engine: past the L2 cache that memory traffic costs more than ``K`` separate backwards
-    save in per-operation overhead. Measured (``bench/hvp_methods.py``-style, Intel Xeon, K = 8,
-    float32, batches of 256; per-column cost in gradient passes, loop vs batched): MLP 64-256-256-10
-    (largest saved tensor 256 KiB) 1.36 vs 1.92 on 1 thread, 0.73x the SLQ time on 2; 64-1024-1024-10
-    2.39 vs 4.42; 64-64-32-10 (64 KiB) 1.27 vs 0.92 on 2 threads, where the batched backward stays.
+    save in per-operation overhead. Measured on the 2-core Intel Xeon (float32, K = 8, 7 batches
+    of 256 random 64-feature inputs; cost per column in gradient passes, loop vs batched; PASSIVE OpenMP policy on a
+    shared machine): MLP 64-256-256-10 (largest saved tensor 256 KiB) 1.70 vs 2.37 on 1 thread,
+    and ``slq`` (40 steps x 8 probes) 9.7 vs 13.2 CPU seconds; 64-1024-1024-10 2.39 vs 4.42;
+    64-128-128-10 (128 KiB) 1.32 vs 1.96 on 1 thread, 2.30 vs 2.36 on 2; 64-96-96-10 (96 KiB)
+    1.77 vs 1.44 and 64-64-32-10 (64 KiB) 1.27 vs 0.92 on 2 threads, where the batched backward
+    stays. (The batched backward won on the MLP on an AMD EPYC, issue 8: 1.13 vs 1.85.)
     """
     return device.type == "cpu" and largest >= LOOP_BYTES
