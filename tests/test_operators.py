@@ -462,7 +462,7 @@ def test_cached_bytes_count_the_saved_activations():
 
 def test_kept_graphs_loop_over_the_columns_past_the_cache_size(monkeypatch):
     """A first graph that saves a tensor of at least LOOP_BYTES serves the columns one backward
-    each on CPU (column_loop): the dense product, bit for bit again on every later product, and
+    each on one CPU thread (column_loop): the dense product, bit for bit again on every later product, and
     the batched backward's product to rounding."""
     from phasetrans.linalg import _graph_cache
     from phasetrans.linalg import hessian as hessian_module
@@ -474,6 +474,7 @@ def test_kept_graphs_loop_over_the_columns_past_the_cache_size(monkeypatch):
         return _graph_cache.apply_graph(*args)
 
     monkeypatch.setattr(hessian_module, "apply_graph", spy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the rule's one-thread case
     model = nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 3)).to(DT)
     loss_fn = nn.CrossEntropyLoss()
     X, y = dataset("mlp", n=1000)
@@ -487,16 +488,22 @@ def test_kept_graphs_loop_over_the_columns_past_the_cache_size(monkeypatch):
     assert torch.equal(H @ V, first) and modes[2:] == [False, False]
     monkeypatch.setattr(_graph_cache, "LOOP_BYTES", 1 << 40)
     batched = pt.HessianOperator(model, loss_fn, data, params="all")
-    assert rel_err(batched @ V, first) <= 1e-13 and modes[4:] == [True, True]
+    batched_first = batched @ V
+    assert rel_err(batched_first, first) <= 1e-13 and modes[4:] == [True, True]
+    monkeypatch.setattr(_graph_cache, "LOOP_BYTES", 1 << 17)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # several threads: batched
+    assert torch.equal(pt.HessianOperator(model, loss_fn, data, params="all") @ V, batched_first)
+    assert modes[6:] == [True, True]
 
 
-def test_column_loop_only_on_cpu_past_the_threshold():
+def test_column_loop_only_on_one_cpu_thread_past_the_threshold():
     from phasetrans.linalg._graph_cache import LOOP_BYTES, column_loop
 
     cpu = torch.device("cpu")
-    assert column_loop(LOOP_BYTES, cpu) and column_loop(10 * LOOP_BYTES, cpu)
-    assert not column_loop(LOOP_BYTES - 1, cpu) and not column_loop(0, cpu)
-    assert not column_loop(10 * LOOP_BYTES, torch.device("cuda"))
+    assert column_loop(LOOP_BYTES, cpu, 1) and column_loop(10 * LOOP_BYTES, cpu, 1)
+    assert not column_loop(LOOP_BYTES - 1, cpu, 1) and not column_loop(0, cpu, 1)
+    assert not column_loop(10 * LOOP_BYTES, cpu, 2)
+    assert not column_loop(10 * LOOP_BYTES, torch.device("cuda"), 1)
 
 
 def test_kept_graphs_name_the_batch_of_a_non_finite_product():

@@ -352,7 +352,8 @@ class HessianOperator(Operator):
     def _apply_graph(self, ws, gs, blocks, pieces, size, keep, largest=0):
         """``size · H_b V`` added to ``pieces`` (:func:`apply_graph`); the columns one at a time
         when the graphs' ``largest`` saved tensor says so (:func:`column_loop`)."""
-        batched = self._batched_backward and not column_loop(largest, self.device)
+        batched = self._batched_backward and not column_loop(largest, self.device,
+                                                             torch.get_num_threads())
         apply_graph(ws, gs, blocks, pieces, size, keep, self.chunk_size, batched)
 
     # -- whole-data quantities ------------------------------------------------------------
