@@ -16,7 +16,7 @@ synthetic 3x32x32 images in batches of ``--batch-size`` (the issue's GPU case; `
 runs both codes on the GPU, PyHessian with ``cuda=True``).
 
 Run: python bench/slq_vs_pyhessian.py [--threads 2] [--steps 40] [--probes 8] [--repeat 3]
-     [--variants auto/full,auto/partial,backward/full,func/full,nocache/full,...]
+     [--variants auto/full,auto/partial,backward/full,func/full,nocache/full,batched/full,...]
      [--model mlp|resnet18] [--device cpu|cuda] [--num-images 512]
 Needs: pip install --no-deps pyhessian==0.1
 """
@@ -95,9 +95,20 @@ def pyhessian_density(model, loader, steps, probes, seed=0):
 
 
 def ours(model, loader, steps, probes, method="auto", reorth="full", cache_bytes=None):
-    """``method`` "nocache": the default method with graph reuse off (``cache_bytes=0``)."""
+    """``method`` "nocache": the default method with graph reuse off (``cache_bytes=0``);
+    "batched": the default method with the kept graphs' columns always in one batched backward
+    (``column_loop`` off: the behaviour before issue 18's loop over columns on one CPU thread)."""
     if method == "nocache":
         method, cache_bytes = "auto", 0
+    if method == "batched":
+        from phasetrans.linalg import hessian
+
+        loop = hessian.column_loop
+        hessian.column_loop = lambda *args: False
+        try:
+            return ours(model, loader, steps, probes, "auto", reorth, cache_bytes)
+        finally:
+            hessian.column_loop = loop
     H = pt.HessianOperator(model, nn.CrossEntropyLoss(), loader, params="all", method=method,
                            cache_bytes=cache_bytes)
     return pt.slq(H, num_steps=steps, num_probes=probes, seed=0, reorth=reorth)
@@ -173,7 +184,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--variants", default="auto/full,auto/partial,nocache/full",
-                        help="our method/reorth variants to time; method nocache = auto, cache_bytes=0")
+                        help="our method/reorth variants to time; method nocache = auto, cache_bytes=0; "
+                             "batched = auto with the kept graphs' columns batched (column_loop off)")
     parser.add_argument("--model", default="mlp", choices=("mlp", "resnet18"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-images", type=int, default=512, help="resnet18: synthetic images")

@@ -460,6 +460,76 @@ def test_cached_bytes_count_the_saved_activations():
     assert 1.8 < sizes[1] / sizes[0] < 2.2
 
 
+def test_kept_graphs_loop_over_the_columns_past_the_cache_size(monkeypatch):
+    """A first graph that saves a tensor of at least LOOP_BYTES serves the columns one backward
+    each on one CPU thread (column_loop): the dense product, bit for bit again on every later product, and
+    the batched backward's product to rounding."""
+    from phasetrans.linalg import _graph_cache
+    from phasetrans.linalg import hessian as hessian_module
+
+    modes = []
+
+    def spy(*args):
+        modes.append(args[-1])  # apply_graph's ``batched``
+        return _graph_cache.apply_graph(*args)
+
+    monkeypatch.setattr(hessian_module, "apply_graph", spy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the rule's one-thread case
+    model = nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 3)).to(DT)
+    loss_fn = nn.CrossEntropyLoss()
+    X, y = dataset("mlp", n=1000)
+    data = [(X[:600], y[:600]), (X[600:], y[600:])]  # hidden activations 600 x 40 float64: 188 KiB
+    V = torch.randn(6 * 40 + 40 + 40 * 3 + 3, 4, dtype=DT, generator=torch.Generator().manual_seed(12))
+    H = pt.HessianOperator(model, loss_fn, data, params="all")
+    first = H @ V
+    assert H._cache.largest >= _graph_cache.LOOP_BYTES > 600 * 6 * 8
+    assert modes == [False, False]  # both batches: one backward per column
+    assert rel_err(first, dense_reference(model, loss_fn, X, y, H.param_names) @ V) <= REL
+    assert torch.equal(H @ V, first) and modes[2:] == [False, False]
+    monkeypatch.setattr(_graph_cache, "LOOP_BYTES", 1 << 40)
+    batched = pt.HessianOperator(model, loss_fn, data, params="all")
+    batched_first = batched @ V
+    assert rel_err(batched_first, first) <= 1e-13 and modes[4:] == ["engine", "engine"]
+    monkeypatch.setattr(_graph_cache, "LOOP_BYTES", 1 << 17)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # several threads: batched
+    assert torch.equal(pt.HessianOperator(model, loss_fn, data, params="all") @ V, batched_first)
+    assert modes[6:] == ["engine", "engine"]
+
+
+def test_column_loop_only_on_one_cpu_thread_past_the_threshold():
+    from phasetrans.linalg._graph_cache import LOOP_BYTES, column_loop
+
+    cpu = torch.device("cpu")
+    assert column_loop(LOOP_BYTES, cpu, 1) and column_loop(10 * LOOP_BYTES, cpu, 1)
+    assert not column_loop(LOOP_BYTES - 1, cpu, 1) and not column_loop(0, cpu, 1)
+    assert not column_loop(10 * LOOP_BYTES, cpu, 2)
+    assert not column_loop(10 * LOOP_BYTES, torch.device("cuda"), 1)
+
+
+def test_kept_graphs_name_the_batch_of_a_non_finite_product():
+    """Through kept graphs finiteness is checked once per product; a non-finite product is
+    traced back to the batch that made the sum non-finite, the batch the recomputed product
+    (checked after every batch) names, and the graphs stay usable."""
+    model = mlp()
+    X, y = dataset("mlp")
+    X = X.clone()
+    X[20:] *= 100.0  # the last batch's product overflows first
+    data = uneven_batches(X, y)
+    kept = pt.HessianOperator(model, nn.CrossEntropyLoss(), data, params="all", method="backward")
+    fresh = pt.HessianOperator(model, nn.CrossEntropyLoss(), data, params="all", method="backward",
+                               cache_bytes=0)
+    v = torch.ones(kept.dim, dtype=DT)
+    first = kept @ v
+    assert kept.cached_bytes > 0
+    for H in (kept, fresh):
+        with pytest.raises(ValueError, match="non-finite Hessian-vector product at batch 2 of data"):
+            H @ (1e306 * v)
+        with pytest.raises(ValueError, match="at batch 2 "):
+            H @ torch.stack([v, 1e306 * v], 1)
+    assert torch.equal(kept @ v, first) and kept.cached_bytes > 0
+    assert rel_err((kept @ (1e150 * v)) / 1e150, first) <= 1e-14  # large but finite: no error
+
+
 def test_func_method_keeps_no_graphs():
     model = mlp()
     X, y = dataset("mlp")

@@ -35,7 +35,7 @@ from ._empirical_risk import (
     reduce_sum,
     sized_batches,
 )
-from ._graph_cache import GraphCache, apply_graph, default_budget, state_key
+from ._graph_cache import GraphCache, apply_graph, column_loop, default_budget, state_key
 from .operator import Operator, all_finite
 
 __all__ = ["HessianOperator", "HvpMethod"]
@@ -275,24 +275,41 @@ class HessianOperator(Operator):
         blocks = [b if b.is_contiguous() else b.contiguous() for b in blocks]
         pieces = [t.view(K, *s) for t, s in zip(torch.split(total, self._numels, 1), self._shapes)]
         if self._cache is not None:
-            for index, size, ws, gs in self._cache.entries:
-                self._apply_graph(ws, gs, blocks, pieces, float(size), keep=True)
-                self._check_finite(total, index)
-                count += size
-            return count
+            return self._cached_pass(blocks, pieces, total)
         cache = GraphCache(key, budget, self.model) if budget > 0 else None
         self._choice = ColumnsChoice()  # the columns' mode, over the graphs of this pass
         values = effective_values(self.model, self.param_names)
         leaves = [values[n] for n in self.param_names]
+        largest = 0
         for index, size, (inputs, targets) in self._batches():
             ws, gs = self._batch_graph(leaves, fixed, inputs, targets, index, cache)
+            largest = cache.largest if cache is not None else largest
             keep = cache is not None and cache.add(index, size, ws, gs)
             if cache is not None and not keep:
                 self._cache_refused_key, cache = key, None  # over budget: keep none
-            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=keep)
+            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=keep, largest=largest)
             self._check_finite(total, index)
             count += size
         self._cache = cache  # kept only once the whole pass fitted in the budget
+        return count
+
+    def _cached_pass(self, blocks: list, pieces: list, total: torch.Tensor) -> int:
+        """One pass through the kept graphs, added to ``total`` (K, dim); the count. Finiteness
+        is checked once, on the whole sum (a running total is finite iff every batch product
+        so far was); only when it is not, the pass is redone batch by batch into a scratch
+        total to name the first batch whose product made it non-finite (the same arithmetic,
+        so the same batch as a check after every batch)."""
+        count = 0
+        largest = self._cache.largest
+        for _, size, ws, gs in self._cache.entries:
+            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=True, largest=largest)
+            count += size
+        if not all_finite(total):
+            scratch = torch.zeros_like(total)
+            parts = [t.view(p.shape) for t, p in zip(torch.split(scratch, self._numels, 1), pieces)]
+            for index, size, ws, gs in self._cache.entries:
+                self._apply_graph(ws, gs, blocks, parts, float(size), keep=True, largest=largest)
+                self._check_finite(scratch, index)
         return count
 
     @staticmethod
@@ -340,9 +357,13 @@ class HessianOperator(Operator):
             self._columns = self._choice.update(gs, rules.largest_bytes)
         return ws, gs
 
-    def _apply_graph(self, ws, gs, blocks, pieces, size, keep):
-        """``size · H_b V`` added to ``pieces`` (:func:`apply_graph`)."""
+    def _apply_graph(self, ws, gs, blocks, pieces, size, keep, largest=0):
+        """``size · H_b V`` added to ``pieces`` (:func:`apply_graph`): convolutional models by
+        their :class:`ColumnsChoice`; the others in one batched backward (``is_grads_batched``)
+        unless the graphs' ``largest`` saved tensor says one column at a time (:func:`column_loop`)."""
         mode, most = self._columns
+        if mode == "engine" and column_loop(largest, self.device, torch.get_num_threads()):
+            mode = False
         chunk = self.chunk_size if most is None else min(self.chunk_size or most, most)
         apply_graph(ws, gs, blocks, pieces, size, keep, chunk, mode)
 
