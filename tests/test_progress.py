@@ -108,7 +108,7 @@ def test_library_defaults_are_quiet_and_true_shows_bars(capsys):
 
 def test_predict_and_validate_progress(capsys):
     model, loss, data = _problem()
-    kw = dict(eps=0.05, num_steps=5, num_probes=2, trace_matvecs=8, bootstrap=0)
+    kw = dict(eps=0.05, num_steps=5, num_probes=2, trace_method="hutch++", trace_matvecs=8, bootstrap=0)
     a = pt.predict_sparsity(model, loss, data, **kw)
     assert capsys.readouterr().err == ""
     b = pt.predict_sparsity(model, loss, data, progress=True, **kw)

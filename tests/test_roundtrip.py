@@ -135,7 +135,9 @@ def test_cli_predict_and_spectrum_files_reload_and_redraw(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     d = json.loads((tmp_path / "p" / "prediction.json").read_text())
     pred = pt.Prediction.from_dict(d)
-    assert pred.to_dict() == {k: v for k, v in printed.items() if k != "command"}
+    # the printed payload adds the one-shot estimate where the paper's s* does not apply
+    assert pred.to_dict() == {k: v for k, v in printed.items() if k not in ("command", "oneshot")}
+    assert ("oneshot" in printed) == (pred.applies is False)
     assert isinstance(pred.spectrum, pt.SpectralDensity) and pred.spectrum.dim == pred.dim
     assert main(["plot", str(tmp_path / "p" / "prediction.json"), "--out", str(tmp_path / "p2"), "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == sorted(
