@@ -136,7 +136,8 @@ class Prediction:
       ``method`` (``"exact"`` or ``"reference_emulation"``: the paper's prediction;
       ``"oneshot-forward"`` / ``"oneshot-quadratic"``: :func:`phasetrans.predict_oneshot`), ``details``.
     - ``applies``: does the paper's prediction describe one-shot pruning of this network
-      (THEORY §7: ``ΔL₂(s*)/ε ≤ 1.5`` along the actual pruning direction); ``None`` when not
+      (THEORY §7: ``ΔL₂(s*)/ε ≤ 2.5`` along the actual pruning direction and ``s*`` at most
+      0.03 past the near-zero spike of ``|w|``); ``None`` when not
       assessed (``critical_sparsity`` from weights and a spectrum alone has no gradient or
       Hessian products). ``warnings``: plain sentences, why not and what to use instead.
     - ``products``: column Hessian products the prediction used (set by
