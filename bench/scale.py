@@ -1,5 +1,5 @@
-"""End-to-end ``pt.predict_sparsity`` (its defaults: adaptive budget, Hutch++ trace) against the
-number of weights D and the number of training samples N, on CPU, with wall time and peak memory.
+"""End-to-end ``pt.predict_sparsity`` (its defaults: adaptive budget, trace from the spectrum)
+against the number of weights D and the number of training samples N, on CPU, with wall time and peak memory.
 
 Model: MLP ``d_in-h-h-10`` (h chosen for each D), briefly trained (``--epochs`` of Adam) on a
 synthetic teacher task (Gaussian inputs, labels of a random linear teacher), batches of 250.
