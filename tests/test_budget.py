@@ -15,7 +15,7 @@ import phasetrans as pt
 from phasetrans.linalg.growing_slq import GrowingSLQ
 from phasetrans.linalg.operator import DenseOperator
 from phasetrans.predict import hessian_subset
-from phasetrans.theory.budget import adaptive_spectrum, depth_checks, depth_schedule, depth_window
+from phasetrans.theory.budget import adaptive_spectrum, depth_checks, depth_window
 from phasetrans.theory.magnitude import magnitude_curve
 
 
@@ -29,12 +29,6 @@ def known(dim: int = 400, seed: int = 0, distinct: int | None = None):
     U, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
     w = torch.randn(dim, generator=g, dtype=torch.float64) * 0.1
     return DenseOperator((U * lam) @ U.T), lam, w
-
-
-def test_depth_schedule():
-    assert depth_schedule(10, 80) == [10, 15, 23, 35, 53, 80]
-    assert depth_schedule(10, 180)[-3:] == [80, 120, 180]
-    assert depth_schedule(10, 7) == [7]
 
 
 @pytest.mark.parametrize("reorth", ["full", "none"])
@@ -103,6 +97,7 @@ def test_depth_part_is_the_largest_move_over_the_last_third():
                                                     abs=1e-12)
     assert max(h["depth_change"] for h in rec.history[2:]) > 0  # the check can fail
     assert depth_checks(10, 45, 10) == [10, 20, 30, 40, 45] and depth_window([10, 20, 30, 40, 45], 4) == [30, 40]
+    assert depth_checks(10, 180, 10)[-3:] == [160, 170, 180] and depth_checks(10, 7, 10) == [7]
     with pytest.raises(ValueError, match="check_every"):
         adaptive_spectrum(H, mag, 0.01, check_every=0)
 

@@ -195,19 +195,27 @@ def _dense_with_call(model, names, data, call):
     return total / count
 
 
+class Positional(nn.Module):
+    """The same model reading the plain ``(x, mask)`` tuple (positional arguments)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, mask):
+        return self.inner(x, mask=mask)
+
+
+def plain_batches(batches):
+    """The dict batches as plain ``((features, mask), labels)`` tuples."""
+    return [((b["features"], b["attention_mask"]), b["labels"]) for b in batches]
+
+
 def test_batch_fn_threads_through_evaluation_eps_prediction_and_training():
     m = KwModel().double()
     batches = dict_batches()
 
-    class Positional(nn.Module):  # the same model reading the plain (x, mask) tuple
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x, mask):
-            return self.inner(x, mask=mask)
-
-    plain = [((b["features"], b["attention_mask"]), b["labels"]) for b in batches]
+    plain = plain_batches(batches)
     ref = Positional(m)
     assert pt.evaluate_accuracy(m, batches, batch_fn=to_inputs) == pt.evaluate_accuracy(ref, plain)
     assert pt.evaluate_loss(m, LOSS, batches, batch_fn=to_inputs) == pt.evaluate_loss(ref, LOSS, plain)
@@ -270,15 +278,7 @@ def test_validate_with_batch_fn_equals_plain_batches():
               predict_kwargs={"bootstrap": 0})
     a = pt.validate(m, LOSS, batches, batches, batch_fn=to_inputs, **kw)
 
-    class Positional(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x, mask):
-            return self.inner(x, mask=mask)
-
-    plain = [((b["features"], b["attention_mask"]), b["labels"]) for b in batches]
+    plain = plain_batches(batches)
     b = pt.validate(Positional(m), LOSS, plain, plain, **kw)
     assert a.prediction.sparsity == b.prediction.sparsity
     assert a.threshold.sparsity == b.threshold.sparsity

@@ -14,7 +14,7 @@ largest move of ``s*`` over the last third of the recurrence, not the move betwe
 depths, because ``s*(m)`` is not monotone in ``m`` (with ``negative="abs"`` the Ritz values
 that cross zero change ``Φ`` by jumps) and a single earlier depth can agree by chance. ``K``
 doubles from ``min_probes`` (2, 4, 8, 10): the probe part is small on trained networks (one
-probe's ``s*`` scatters by 0.02–0.05 point at D ≈ 10⁴, docs/BENCHMARKS.md §0.1), so the budget
+probe's ``s*`` scatters by 0.014–0.04 point at D ≈ 10⁴, docs/BENCHMARKS.md §0.1), so the budget
 goes into depth. While not settled it deepens when the depth change is the larger
 part (or the probes are at their cap), and adds probes otherwise, but only while that can still
 settle it (no probes are added against a depth change above the tolerance); it stops unsettled
@@ -38,21 +38,13 @@ from .magnitude import MagnitudeCurve
 from .spectrum import parse_spectrum
 from .width import Negative, Phi
 
-__all__ = ["BudgetRecord", "adaptive_spectrum", "depth_checks", "depth_schedule", "depth_window"]
+__all__ = ["BudgetRecord", "adaptive_spectrum", "depth_checks", "depth_window"]
 
 #: the depth part compares ``s*(m)`` with every checked depth in ``[m / DEPTH_WINDOW, m)``
 DEPTH_WINDOW = 1.5
 
 #: resamples of the probes in the stop rule (the reported uncertainty uses ``bootstrap``)
 RULE_RESAMPLES = 50
-
-
-def depth_schedule(first: int, last: int) -> list[int]:
-    """Depths ``first, ⌈1.5 first⌉, ...`` up to and including ``last``."""
-    out = [min(first, last)]
-    while out[-1] < last:
-        out.append(min(last, int(np.ceil(1.5 * out[-1]))))
-    return out
 
 
 def depth_checks(first: int, last: int, every: int) -> list[int]:

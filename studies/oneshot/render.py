@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from phasetrans.theory.applicability import MAX_RATIO, SPIKE_MARGIN
+
 __all__ = ["ESTIMATORS", "GROUPS", "RULES", "SHIPPED", "distance_to_window", "group_of", "render_markdown", "summarize"]
 
 #: estimator key -> how to read it from a case
@@ -17,10 +19,10 @@ ESTIMATORS: dict[str, Callable[[dict], float]] = {
     "quadratic, τ = 2ε": lambda c: c["estimates"]["quadratic_2"]["sparsity"],
 }
 DEFAULT = "forward, τ = 2ε (predict_oneshot default)"
-SHIPPED = "ratio ≤ 2.5 and spike ≥ s* − 0.03 (shipped)"
+SHIPPED = f"ratio ≤ {MAX_RATIO:g} and spike ≥ s* − {SPIKE_MARGIN:g} (shipped)"
 #: candidate applicability rules (the shipped one first); spike = fraction of |w| ≤ 0.1 RMS
 RULES: dict[str, Callable[[dict], bool]] = {
-    SHIPPED: lambda c: c["ratio"] <= 2.5 and c["spike_mass"] >= c["paper"] - 0.03,
+    SHIPPED: lambda c: c["ratio"] <= MAX_RATIO and c["spike_mass"] >= c["paper"] - SPIKE_MARGIN,
     "ratio ≤ 1.5 (session 3's rule)": lambda c: c["ratio"] <= 1.5,
     "ratio ≤ 2.5 alone": lambda c: c["ratio"] <= 2.5,
     "spike ≥ s* − 0.03 alone": lambda c: c["spike_mass"] >= c["paper"] - 0.03,

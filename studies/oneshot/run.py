@@ -108,13 +108,12 @@ def _parser() -> argparse.ArgumentParser:
 def reassess(cases: list[dict], weights: str) -> None:
     """``spike_mass``, ``applies`` and ``warnings`` of every case with the package's current
     applicability rule, from the stored ΔL₂ terms, ε, ``s*`` and the trained weights."""
-    from phasetrans.params import select_parameters
     from phasetrans.theory.applicability import assess_applicability, spike_mass
+    from phasetrans.theory.magnitude import weights_tensor
 
     for c in cases:
         model = load_or_train(c["arch"], c["l1"], c["schedule"], weights, load_only=True)[0]
-        named = dict(model.named_parameters())
-        w = torch.cat([named[n].detach().reshape(-1) for n in select_parameters(model, None)])
+        w = weights_tensor(model)
         verdict = assess_applicability(c["first_order"], c["second_order"], c["eps"], c["paper"],
                                        spike_mass(w), c["implied_l1"])
         c.update(spike_mass=verdict.spike_mass, applies=verdict.applies, warnings=list(verdict.warnings))

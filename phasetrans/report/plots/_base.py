@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..._io import atomic_write_bytes
+from ...theory.applicability import MAX_RATIO, SPIKE_MARGIN
 
 __all__ = ["new_axes", "new_figure", "save_figure_atomic", "save", "titled", "plain_log_ticks",
            "kept_fraction_axis", "as_prediction", "as_report", "spectrum_of", "PRED_COLOR",
@@ -208,8 +209,8 @@ def applicability_note(prediction: Any) -> str | None:
     a = prediction.details.get("applicability", {})
     if str(prediction.method).startswith("oneshot"):
         return f"{prediction.method} estimate ({'model checked' if applies else 'model off: use forward'})"
-    ratio, cut = a.get("ratio", float("nan")), a.get("max_ratio", 2.5)
-    spike, margin = a.get("spike_mass", float("nan")), a.get("spike_margin", 0.03)
+    ratio, cut = a.get("ratio", float("nan")), a.get("max_ratio", MAX_RATIO)
+    spike, margin = a.get("spike_mass", float("nan")), a.get("spike_margin", SPIKE_MARGIN)
     signals = (f"ΔL₂(s*)/ε = {ratio:.2f} (cut {cut:g}), spike {spike:.2f} "
                f"(needs ≥ s* − {margin:g} = {prediction.sparsity - margin:.2f})")
     if applies:
