@@ -462,7 +462,7 @@ def test_cached_bytes_count_the_saved_activations():
 
 def test_kept_graphs_loop_over_the_columns_past_the_cache_size(monkeypatch):
     """A first graph that saves a tensor of at least LOOP_BYTES serves the columns one backward
-    each on one CPU thread (column_loop): the dense product, bit for bit again on every later product, and
+    each on one CPU thread (column_loop; autograd graphs: ``method="backward"``): the dense product, bit for bit again on every later product, and
     the batched backward's product to rounding."""
     from phasetrans.linalg import _graph_cache
     from phasetrans.linalg import hessian as hessian_module
@@ -480,19 +480,19 @@ def test_kept_graphs_loop_over_the_columns_past_the_cache_size(monkeypatch):
     X, y = dataset("mlp", n=1000)
     data = [(X[:600], y[:600]), (X[600:], y[600:])]  # hidden activations 600 x 40 float64: 188 KiB
     V = torch.randn(6 * 40 + 40 + 40 * 3 + 3, 4, dtype=DT, generator=torch.Generator().manual_seed(12))
-    H = pt.HessianOperator(model, loss_fn, data, params="all")
+    H = pt.HessianOperator(model, loss_fn, data, params="all", method="backward")
     first = H @ V
     assert H._cache.largest >= _graph_cache.LOOP_BYTES > 600 * 6 * 8
     assert modes == [False, False]  # both batches: one backward per column
     assert rel_err(first, dense_reference(model, loss_fn, X, y, H.param_names) @ V) <= REL
     assert torch.equal(H @ V, first) and modes[2:] == [False, False]
     monkeypatch.setattr(_graph_cache, "LOOP_BYTES", 1 << 40)
-    batched = pt.HessianOperator(model, loss_fn, data, params="all")
+    batched = pt.HessianOperator(model, loss_fn, data, params="all", method="backward")
     batched_first = batched @ V
     assert rel_err(batched_first, first) <= 1e-13 and modes[4:] == ["engine", "engine"]
     monkeypatch.setattr(_graph_cache, "LOOP_BYTES", 1 << 17)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # several threads: batched
-    assert torch.equal(pt.HessianOperator(model, loss_fn, data, params="all") @ V, batched_first)
+    assert torch.equal(pt.HessianOperator(model, loss_fn, data, params="all", method="backward") @ V, batched_first)
     assert modes[6:] == ["engine", "engine"]
 
 

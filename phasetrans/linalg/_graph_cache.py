@@ -62,9 +62,11 @@ class GraphCache:
 
         return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
-    def add(self, index: int, size: int, ws: list, gs: tuple) -> bool:
-        """Keep one batch's graph; ``False`` (and nothing kept) once over the budget."""
-        self.nbytes += sum(g.numel() * g.element_size() for g in gs)
+    def add(self, index: int, size: int, ws, gs: tuple | None, nbytes: int | None = None) -> bool:
+        """Keep one batch's graph (or, with ``nbytes`` given, another record of the batch that
+        holds that many bytes, e.g. a :class:`~._rop_mlp.Tape` in ``ws``); ``False`` (and
+        nothing kept) once over the budget."""
+        self.nbytes += nbytes if nbytes is not None else sum(g.numel() * g.element_size() for g in gs)
         if self.nbytes > self.budget:
             self.entries.clear()
             return False

@@ -36,6 +36,7 @@ from ._empirical_risk import (
     sized_batches,
 )
 from ._graph_cache import GraphCache, apply_graph, column_loop, default_budget, state_key
+from ._rop_mlp import Tape, columns, linear_plan, record, tape_product
 from .operator import Operator, all_finite
 
 __all__ = ["HessianOperator", "HvpMethod"]
@@ -73,7 +74,11 @@ class HessianOperator(Operator):
         activations, :mod:`._conv_rules`), the graphs kept
         across products when they fit in ``cache_bytes`` (graph reuse). ``"auto"``: the cached
         graphs whenever they fit; otherwise, per product, ``"backward"`` for one column and
-        ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md).
+        ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md);
+        and for an ``nn.Sequential`` of ``nn.Linear`` layers and ReLU / LeakyReLU / Tanh /
+        Sigmoid / Softplus under ``nn.CrossEntropyLoss()`` or ``nn.MSELoss()``, Pearlmutter's
+        R-operator written out (:mod:`._rop_mlp`: the same exact product without autograd,
+        six matmuls per layer and column, the per-batch values kept like the graphs).
         Always ``"backward"`` with ``batchnorm="train"``.
     distributed : None | bool
         Data-parallel products over ``torch.distributed``: each rank passes its shard, batch
@@ -173,6 +178,8 @@ class HessianOperator(Operator):
         self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._columns: tuple[bool | str, int | None] = (False, None) if self._has_conv else (
             "engine", None)
+        # a multilayer perceptron of the written-out form: its products without autograd
+        self._plan = linear_plan(model, loss_fn, self.param_names) if self.method == "auto" else None
 
     # -- helpers ---------------------------------------------------------------------------
     def parameters_vector(self) -> torch.Tensor:
@@ -274,26 +281,35 @@ class HessianOperator(Operator):
         blocks = [b.reshape(K, *s) for b, s in zip(torch.split(Vt, self._numels, 1), self._shapes)]
         blocks = [b if b.is_contiguous() else b.contiguous() for b in blocks]
         pieces = [t.view(K, *s) for t, s in zip(torch.split(total, self._numels, 1), self._shapes)]
+        cols = columns(self._plan, blocks) if self._plan is not None else None
         if self._cache is not None:
-            return self._cached_pass(blocks, pieces, total)
+            return self._cached_pass(blocks, pieces, total, cols)
         cache = GraphCache(key, budget, self.model) if budget > 0 else None
         self._choice = ColumnsChoice()  # the columns' mode, over the graphs of this pass
         values = effective_values(self.model, self.param_names)
         leaves = [values[n] for n in self.param_names]
+        weights = {**fixed, **values} if self._plan is not None else None
         largest = 0
         for index, size, (inputs, targets) in self._batches():
-            ws, gs = self._batch_graph(leaves, fixed, inputs, targets, index, cache)
-            largest = cache.largest if cache is not None else largest
-            keep = cache is not None and cache.add(index, size, ws, gs)
+            tape = record(self._plan, weights, inputs, targets) if self._plan is not None else None
+            if tape is not None:
+                check_batch_loss(tape.loss, index)
+                ws, gs, nbytes = tape, None, tape.nbytes
+            else:
+                ws, gs = self._batch_graph(leaves, fixed, inputs, targets, index, cache)
+                largest = cache.largest if cache is not None else largest
+                nbytes = None
+            keep = cache is not None and cache.add(index, size, ws, gs, nbytes)
             if cache is not None and not keep:
                 self._cache_refused_key, cache = key, None  # over budget: keep none
-            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=keep, largest=largest)
+            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=keep, largest=largest,
+                              cols=cols)
             self._check_finite(total, index)
             count += size
         self._cache = cache  # kept only once the whole pass fitted in the budget
         return count
 
-    def _cached_pass(self, blocks: list, pieces: list, total: torch.Tensor) -> int:
+    def _cached_pass(self, blocks: list, pieces: list, total: torch.Tensor, cols) -> int:
         """One pass through the kept graphs, added to ``total`` (K, dim); the count. Finiteness
         is checked once, on the whole sum (a running total is finite iff every batch product
         so far was); only when it is not, the pass is redone batch by batch into a scratch
@@ -302,13 +318,15 @@ class HessianOperator(Operator):
         count = 0
         largest = self._cache.largest
         for _, size, ws, gs in self._cache.entries:
-            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=True, largest=largest)
+            self._apply_graph(ws, gs, blocks, pieces, float(size), keep=True, largest=largest,
+                              cols=cols)
             count += size
         if not all_finite(total):
             scratch = torch.zeros_like(total)
             parts = [t.view(p.shape) for t, p in zip(torch.split(scratch, self._numels, 1), pieces)]
             for index, size, ws, gs in self._cache.entries:
-                self._apply_graph(ws, gs, blocks, parts, float(size), keep=True, largest=largest)
+                self._apply_graph(ws, gs, blocks, parts, float(size), keep=True, largest=largest,
+                                  cols=cols)
                 self._check_finite(scratch, index)
         return count
 
@@ -357,10 +375,15 @@ class HessianOperator(Operator):
             self._columns = self._choice.update(gs, rules.largest_bytes)
         return ws, gs
 
-    def _apply_graph(self, ws, gs, blocks, pieces, size, keep, largest=0):
-        """``size · H_b V`` added to ``pieces`` (:func:`apply_graph`): convolutional models by
-        their :class:`ColumnsChoice`; the others in one batched backward (``is_grads_batched``)
-        unless the graphs' ``largest`` saved tensor says one column at a time (:func:`column_loop`)."""
+    def _apply_graph(self, ws, gs, blocks, pieces, size, keep, largest=0, cols=None):
+        """``size · H_b V`` added to ``pieces``: from a :class:`~._rop_mlp.Tape` (``ws``) by
+        :func:`~._rop_mlp.tape_product` with the product's ``cols``; else through the graph
+        (:func:`apply_graph`): convolutional models by their :class:`ColumnsChoice`; the others
+        in one batched backward (``is_grads_batched``) unless the graphs' ``largest`` saved
+        tensor says one column at a time (:func:`column_loop`)."""
+        if isinstance(ws, Tape):
+            tape_product(self._plan, ws, cols, pieces, size, blocks[0].shape[0])
+            return
         mode, most = self._columns
         if mode == "engine" and column_loop(largest, self.device, torch.get_num_threads()):
             mode = False

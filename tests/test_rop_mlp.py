@@ -1,0 +1,268 @@
+"""The written-out R-operator for multilayer perceptrons (``linalg/_rop_mlp.py``) against dense
+float64 ``torch.func.hessian`` references, and the cases it must leave to autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, hessian
+
+import phasetrans as pt
+from phasetrans._checks import fingerprints_equal, model_fingerprint
+from phasetrans.linalg._rop_mlp import Tape, linear_plan
+
+DT = torch.float64
+REL = 1e-12
+
+
+def dense_hessian(model, loss_fn, batches, names):
+    """``sum_b |b|/N ∇²L_b`` over the selected parameters, flattened, by ``torch.func.hessian``."""
+    params = dict(model.named_parameters())
+    sel = [params[n].detach() for n in names]
+    numels = [p.numel() for p in sel]
+
+    def loss_of(flat, X, y):
+        pieces = torch.split(flat, numels)
+        state = {n: p.detach() for n, p in params.items()}
+        state.update({n: t.view(params[n].shape) for n, t in zip(names, pieces)})
+        return loss_fn(functional_call(model, state, (X,)), y)
+
+    flat = torch.cat([p.reshape(-1) for p in sel])
+    N = sum(len(y) for _, y in batches)
+    mode = model.training
+    model.eval()  # the operator's passes: eval mode
+    try:
+        return sum(hessian(loss_of)(flat, X, y) * (len(y) / N) for X, y in batches)
+    finally:
+        model.train(mode)
+
+
+def batches_of(X, y, sizes=(10, 10, 3)):
+    out, start = [], 0
+    for s in sizes:
+        out.append((X[start:start + s], y[start:start + s]))
+        start += s
+    return out
+
+
+def data(kind="ce", n=23, features=6, outputs=3, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, features, generator=g, dtype=DT)
+    y = (torch.randint(0, outputs, (n,), generator=g) if kind == "ce"
+         else torch.randn(n, outputs, generator=g, dtype=DT))
+    return X, y
+
+
+def net(*layers):
+    torch.manual_seed(0)
+    return nn.Sequential(*layers).to(DT)
+
+
+def used_tapes(H) -> bool:
+    return H._cache is not None and all(isinstance(e[2], Tape) for e in H._cache.entries)
+
+
+def check_exact(model, loss_fn, X, y, params="all", K=3):
+    """The operator's product is the dense one (K columns and one), the kept tapes give it again
+    bit for bit, and the written-out path was taken."""
+    batches = batches_of(X, y)
+    H = pt.HessianOperator(model, loss_fn, batches, params=params)
+    V = torch.randn(H.dim, K, dtype=DT, generator=torch.Generator().manual_seed(5))
+    first = H @ V
+    ref = dense_hessian(model, loss_fn, batches, H.param_names) @ V
+    assert float((first - ref).norm() / ref.norm()) <= REL
+    assert used_tapes(H)
+    assert torch.equal(H @ V, first)
+    one = H @ V[:, -1]
+    assert float((one - ref[:, -1]).norm() / ref[:, -1].norm()) <= REL
+    return H
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.ReLU(inplace=True), nn.LeakyReLU(0.1), nn.Tanh(),
+                                 nn.Sigmoid(), nn.Softplus(), nn.Softplus(beta=2.0, threshold=1.0)],
+                         ids=lambda a: repr(a))
+def test_every_activation_against_the_dense_hessian(act):
+    model = net(nn.Linear(6, 8), act, nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3))
+    X, y = data()
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
+def test_relu_kinks_are_those_of_torch():
+    """Pre-activations exactly at 0 (ReLU's kink): the derivative there is torch's (0), as in the
+    autograd product."""
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].weight[:4].zero_()
+        model[0].bias[:4].zero_()
+    X, y = data()
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
+@pytest.mark.parametrize("params", ["all", ["2.weight"], ["3.bias"], ["0.bias", "3.weight"],
+                                    ["0.weight"], None])
+def test_parameter_subsets_and_missing_biases(params):
+    model = net(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5, bias=False), nn.Linear(5, 3))
+    X, y = data()
+    check_exact(model, F.cross_entropy, X, y, params=params)
+
+
+def test_mean_squared_error_and_skipped_layers():
+    X, y = data("mse")
+    model = net(nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 3))
+    check_exact(model, nn.MSELoss(), X, y)
+    check_exact(model, F.mse_loss, X, y, K=1)
+    model = net(nn.Tanh(), nn.Linear(6, 8), nn.Dropout(0.5), nn.ReLU(), nn.Identity(), nn.Linear(8, 3))
+    model.train()  # the passes run in eval mode: Dropout is the identity
+    H = check_exact(model, nn.CrossEntropyLoss(), *data())
+    assert model.training and H._plan is not None
+
+
+def test_float32_products_agree_with_autograd():
+    model = net(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).float()
+    X, y = data()
+    X = X.float()
+    batches = batches_of(X, y)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches, params="all")
+    R = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches, params="all", method="backward")
+    V = torch.randn(H.dim, 4, generator=torch.Generator().manual_seed(5))
+    a, b = H @ V, R @ V
+    assert used_tapes(H) and R._plan is None
+    assert float((a - b).norm() / b.norm()) <= 1e-6
+
+
+def test_inputs_and_model_come_back_untouched():
+    model = net(nn.ReLU(inplace=True), nn.Linear(6, 8), nn.ReLU(inplace=True), nn.Linear(8, 3))
+    X, y = data()
+    X0 = X.clone()
+    before = model_fingerprint(model)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches_of(X, y), params="all")
+    V = torch.randn(H.dim, 3, dtype=DT, generator=torch.Generator().manual_seed(5))
+    got = H @ V
+    assert used_tapes(H) and H.cached_bytes > 0
+    assert torch.equal(X, X0) and fingerprints_equal(before, model_fingerprint(model))
+    ref = dense_hessian(model, nn.CrossEntropyLoss(), batches_of(X.clone(), y), H.param_names) @ V
+    assert float((got - ref).norm() / ref.norm()) <= REL
+
+
+def test_weight_edits_rebuild_the_tapes():
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    X, y = data()
+    batches = batches_of(X, y)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches, params="all")
+    v = torch.randn(H.dim, dtype=DT, generator=torch.Generator().manual_seed(1))
+    H @ v
+    model[0].weight.data.mul_(0.5)
+    ref = dense_hessian(model, nn.CrossEntropyLoss(), batches, H.param_names) @ v
+    assert float(((H @ v) - ref).norm() / ref.norm()) <= REL
+
+
+def test_non_finite_loss_names_its_batch():
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    X, y = data()
+    X = X.clone()
+    X[21] = float("inf")
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches_of(X, y), params="all")
+    with pytest.raises(ValueError, match="non-finite loss .* at batch 2"):
+        H @ torch.ones(H.dim, dtype=DT)
+
+
+def test_memory_is_counted_and_bounded():
+    model = net(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 3))
+    X, y = data(n=400)
+    sizes = []
+    for n in (200, 400):
+        H = pt.HessianOperator(model, nn.CrossEntropyLoss(), [(X[:n], y[:n])], params="all")
+        H @ torch.ones(H.dim, dtype=DT)
+        assert used_tapes(H) and H.cached_bytes >= n * (40 + 40 + 40 + 3) * 8
+        sizes.append(H.cached_bytes)
+    assert 1.8 < sizes[1] / sizes[0] < 2.2
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), [(X[:200], y[:200])], params="all",
+                           cache_bytes=1000)  # over the budget: tapes rebuilt every product
+    out = H @ torch.ones(H.dim, dtype=DT)
+    assert H.cached_bytes == 0 and torch.equal(H @ torch.ones(H.dim, dtype=DT), out)
+
+
+class MyLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(x) * 2.0
+
+
+def _hooked_model():
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    model[2].register_forward_hook(lambda m, i, o: o * 3.0)
+    return model
+
+
+@pytest.mark.parametrize("case", [
+    "label_smoothing", "class_weights", "sum_reduction", "linear_subclass", "forward_hook",
+    "flatten", "gelu", "method_backward", "pruned", "probability_targets",
+])
+def test_other_forms_go_through_autograd_and_stay_exact(case):
+    """Each of these is not the written-out form: no plan (or no tape for the batch), and the
+    product is still the dense one."""
+    loss_fn = nn.CrossEntropyLoss()
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    X, y = data()
+    method = "auto"
+    if case == "label_smoothing":
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    elif case == "class_weights":
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5], dtype=DT))
+    elif case == "sum_reduction":
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    elif case == "linear_subclass":
+        model = net(MyLinear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    elif case == "forward_hook":
+        model = _hooked_model()
+    elif case == "flatten":
+        model = net(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    elif case == "gelu":
+        model = net(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 3))
+    elif case == "method_backward":
+        method = "backward"
+    elif case == "pruned":
+        torch.nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
+    elif case == "probability_targets":
+        y = torch.softmax(torch.randn(len(y), 3, dtype=DT, generator=torch.Generator().manual_seed(3)), 1)
+    batches = batches_of(X, y)
+    H = pt.HessianOperator(model, loss_fn, batches, params="all", method=method)
+    V = torch.randn(H.dim, 2, dtype=DT, generator=torch.Generator().manual_seed(5))
+    got = H @ V
+    assert not (H._cache is not None and any(isinstance(e[2], Tape) for e in H._cache.entries))
+    if case == "pruned":
+        return  # the pruned weight's dense reference is in tests/test_interop.py
+    ref = dense_hessian(model, loss_fn, batches, H.param_names) @ V
+    assert float((got - ref).norm() / ref.norm()) <= 1e-10
+
+
+def test_a_batch_outside_the_form_is_taken_by_autograd():
+    """Targets with the ignore index (or out of range) in one batch: that batch goes through
+    autograd (so the user's loss sees it), the others through tapes; the sum is exact."""
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    X, y = data()
+    y = y.clone()
+    y[12] = -100  # nn.CrossEntropyLoss's ignore_index: the mean is over the other samples
+    batches = batches_of(X, y)
+    loss_fn = nn.CrossEntropyLoss()
+    H = pt.HessianOperator(model, loss_fn, batches, params="all")
+    V = torch.randn(H.dim, 2, dtype=DT, generator=torch.Generator().manual_seed(5))
+    got = H @ V
+    kinds = [isinstance(e[2], Tape) for e in H._cache.entries]
+    assert kinds == [True, False, True]
+    ref = dense_hessian(model, loss_fn, batches, H.param_names) @ V
+    assert float((got - ref).norm() / ref.norm()) <= 1e-10
+    assert torch.equal(H @ V, got)
+
+
+def test_plan_reads_the_structure():
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    plan = linear_plan(model, nn.CrossEntropyLoss(), ["2.weight"])
+    assert plan is not None and plan.lowest == 2 and plan.loss == "ce"
+    assert plan.in_features == 6 and plan.out_features == 3
+    assert linear_plan(model, nn.CrossEntropyLoss(), ["0.weight"]).lowest == 0
+    assert linear_plan(model, lambda o, t: F.cross_entropy(o, t), ["0.weight"]) is None
+    assert linear_plan(net(nn.Linear(6, 8), nn.Linear(7, 3)), F.cross_entropy, ["0.weight"]) is None
+    bn = net(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    assert linear_plan(bn, F.cross_entropy, ["0.weight"]) is None
