@@ -64,7 +64,7 @@ class GraphCache:
 
     def add(self, index: int, size: int, ws, gs: tuple | None, nbytes: int | None = None) -> bool:
         """Keep one batch's graph (or, with ``nbytes`` given, another record of the batch that
-        holds that many bytes, e.g. a :class:`~._rop_mlp.Tape` in ``ws``); ``False`` (and
+        holds that many bytes, e.g. a :class:`~._pearlmutter.Tape` in ``ws``); ``False`` (and
         nothing kept) once over the budget."""
         self.nbytes += nbytes if nbytes is not None else sum(g.numel() * g.element_size() for g in gs)
         if self.nbytes > self.budget:

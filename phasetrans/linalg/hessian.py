@@ -36,7 +36,7 @@ from ._empirical_risk import (
     sized_batches,
 )
 from ._graph_cache import GraphCache, apply_graph, column_loop, default_budget, state_key
-from ._rop_mlp import Tape, columns, linear_plan, record, tape_product
+from ._pearlmutter import Tape, columns, record, sequential_plan, tape_product
 from .operator import Operator, all_finite
 
 __all__ = ["HessianOperator", "HvpMethod"]
@@ -75,10 +75,11 @@ class HessianOperator(Operator):
         across products when they fit in ``cache_bytes`` (graph reuse). ``"auto"``: the cached
         graphs whenever they fit; otherwise, per product, ``"backward"`` for one column and
         ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md);
-        and for an ``nn.Sequential`` of ``nn.Linear`` layers and ReLU / LeakyReLU / Tanh /
-        Sigmoid / Softplus under ``nn.CrossEntropyLoss()`` or ``nn.MSELoss()``, Pearlmutter's
-        R-operator written out (:mod:`._rop_mlp`: the same exact product without autograd,
-        six matmuls per layer and column, the per-batch values kept like the graphs).
+        and for an ``nn.Sequential`` of ``nn.Linear`` / ``nn.Conv1d-3d`` layers, ReLU /
+        LeakyReLU / Tanh / Sigmoid / Softplus, adaptive average pooling and ``nn.Flatten`` under
+        ``nn.CrossEntropyLoss()`` or ``nn.MSELoss()``, Pearlmutter's R-operator written out
+        (:mod:`._pearlmutter`: the same exact product without autograd, six matmuls or
+        convolutions per layer and column, the per-batch values kept like the graphs).
         Always ``"backward"`` with ``batchnorm="train"``.
     distributed : None | bool
         Data-parallel products over ``torch.distributed``: each rank passes its shard, batch
@@ -178,8 +179,8 @@ class HessianOperator(Operator):
         self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._columns: tuple[bool | str, int | None] = (False, None) if self._has_conv else (
             "engine", None)
-        # a multilayer perceptron of the written-out form: its products without autograd
-        self._plan = linear_plan(model, loss_fn, self.param_names) if self.method == "auto" else None
+        # a feed-forward stack of the written-out form: its products without autograd
+        self._plan = sequential_plan(model, loss_fn, self.param_names) if self.method == "auto" else None
 
     # -- helpers ---------------------------------------------------------------------------
     def parameters_vector(self) -> torch.Tensor:
@@ -376,8 +377,8 @@ class HessianOperator(Operator):
         return ws, gs
 
     def _apply_graph(self, ws, gs, blocks, pieces, size, keep, largest=0, cols=None):
-        """``size · H_b V`` added to ``pieces``: from a :class:`~._rop_mlp.Tape` (``ws``) by
-        :func:`~._rop_mlp.tape_product` with the product's ``cols``; else through the graph
+        """``size · H_b V`` added to ``pieces``: from a :class:`~._pearlmutter.Tape` (``ws``) by
+        :func:`~._pearlmutter.tape_product` with the product's ``cols``; else through the graph
         (:func:`apply_graph`): convolutional models by their :class:`ColumnsChoice`; the others
         in one batched backward (``is_grads_batched``) unless the graphs' ``largest`` saved
         tensor says one column at a time (:func:`column_loop`)."""

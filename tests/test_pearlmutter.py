@@ -1,4 +1,4 @@
-"""The written-out R-operator for multilayer perceptrons (``linalg/_rop_mlp.py``) against dense
+"""The written-out R-operator for multilayer perceptrons (``linalg/_pearlmutter.py``) against dense
 float64 ``torch.func.hessian`` references, and the cases it must leave to autograd."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch.func import functional_call, hessian
 
 import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
-from phasetrans.linalg._rop_mlp import Tape, linear_plan
+from phasetrans.linalg._pearlmutter import Tape, sequential_plan
 
 DT = torch.float64
 REL = 1e-12
@@ -197,7 +197,7 @@ def _hooked_model():
 
 @pytest.mark.parametrize("case", [
     "label_smoothing", "class_weights", "sum_reduction", "linear_subclass", "forward_hook",
-    "flatten", "gelu", "method_backward", "pruned", "probability_targets",
+    "batchnorm", "gelu", "method_backward", "pruned", "probability_targets",
 ])
 def test_other_forms_go_through_autograd_and_stay_exact(case):
     """Each of these is not the written-out form: no plan (or no tape for the batch), and the
@@ -216,8 +216,8 @@ def test_other_forms_go_through_autograd_and_stay_exact(case):
         model = net(MyLinear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     elif case == "forward_hook":
         model = _hooked_model()
-    elif case == "flatten":
-        model = net(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    elif case == "batchnorm":
+        model = net(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     elif case == "gelu":
         model = net(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 3))
     elif case == "method_backward":
@@ -256,13 +256,88 @@ def test_a_batch_outside_the_form_is_taken_by_autograd():
     assert torch.equal(H @ V, got)
 
 
+def test_widths_that_do_not_fit_raise_the_users_error():
+    """A batch the written-out forward cannot take goes to autograd, which raises the model's
+    own error."""
+    model = net(nn.Linear(6, 8), nn.Linear(7, 3))
+    X, y = data()
+    H = pt.HessianOperator(model, F.cross_entropy, [(X, y)], params="all")
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        H @ torch.ones(H.dim, dtype=DT)
+
+
+def images(n=23, shape=(1, 6, 6), seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g, dtype=DT), torch.randint(0, 3, (n,), generator=g)
+
+
+@pytest.mark.parametrize("params", ["all", ["0.weight"], ["2.bias"], ["2.weight", "6.bias"]])
+def test_convolutions_against_the_dense_hessian(params):
+    model = net(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 2, 2, stride=2, dilation=1),
+                nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    check_exact(model, nn.CrossEntropyLoss(), *images(), params=params)
+
+
+def test_conv1d_conv3d_strides_dilations_and_no_bias():
+    X, y = images(shape=(2, 11))
+    model = net(nn.Conv1d(2, 3, 3, stride=2, padding=1, dilation=2, bias=False), nn.Softplus(),
+                nn.Conv1d(3, 2, 2), nn.Sigmoid(), nn.AdaptiveAvgPool1d(3), nn.Flatten(),
+                nn.Linear(6, 3))
+    check_exact(model, F.cross_entropy, X, y)
+    X, y = images(shape=(1, 4, 5, 3))
+    model = net(nn.Conv3d(1, 2, (2, 3, 2), padding=(1, 0, 1)), nn.LeakyReLU(0.2),
+                nn.AdaptiveAvgPool3d((2, 1, 2)), nn.Flatten(), nn.Linear(8, 3))
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
+def test_flatten_first_and_mse_on_images():
+    X, _ = images()
+    y = torch.randn(len(X), 2, dtype=DT, generator=torch.Generator().manual_seed(4))
+    model = net(nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 2))
+    check_exact(model, nn.MSELoss(), X, y)
+
+
 def test_plan_reads_the_structure():
     model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    plan = linear_plan(model, nn.CrossEntropyLoss(), ["2.weight"])
+    plan = sequential_plan(model, nn.CrossEntropyLoss(), ["2.weight"])
     assert plan is not None and plan.lowest == 2 and plan.loss == "ce"
-    assert plan.in_features == 6 and plan.out_features == 3
-    assert linear_plan(model, nn.CrossEntropyLoss(), ["0.weight"]).lowest == 0
-    assert linear_plan(model, lambda o, t: F.cross_entropy(o, t), ["0.weight"]) is None
-    assert linear_plan(net(nn.Linear(6, 8), nn.Linear(7, 3)), F.cross_entropy, ["0.weight"]) is None
+    assert plan.in_features == 6 and plan.input_dims == 2
+    assert sequential_plan(model, nn.CrossEntropyLoss(), ["0.weight"]).lowest == 0
+    assert sequential_plan(model, lambda o, t: F.cross_entropy(o, t), ["0.weight"]) is None
+    conv = net(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3))
+    plan = sequential_plan(conv, F.cross_entropy, ["0.weight", "3.bias"])
+    assert plan.input_dims == 4 and plan.in_features == 1 and plan.lowest == 0
+    for other in (nn.Conv2d(1, 4, 3, groups=1, padding="same"), nn.Conv2d(2, 4, 3, groups=2),
+                  nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular"), nn.Flatten(0),
+                  nn.MaxPool2d(2)):
+        assert sequential_plan(net(other, nn.Flatten(), nn.LazyLinear(3)), F.cross_entropy, []) is None
     bn = net(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
-    assert linear_plan(bn, F.cross_entropy, ["0.weight"]) is None
+    assert sequential_plan(bn, F.cross_entropy, ["0.weight"]) is None
+
+
+@pytest.mark.parametrize("rows_bytes", [1, 2000])
+def test_batches_cut_into_slices_of_samples(monkeypatch, rows_bytes):
+    """The product is a sum over samples: cut into slices of one sample (or a few), it is the
+    dense product still (cross-entropy's 1/B is the whole batch's), for every layer kind."""
+    from phasetrans.linalg import _pearlmutter
+
+    monkeypatch.setattr(_pearlmutter, "ROW_BYTES", rows_bytes)
+    model = net(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 2, 2, stride=2),
+                nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    check_exact(model, nn.CrossEntropyLoss(), *images())
+    X, _ = images()
+    y = torch.randn(len(X), 2, dtype=DT, generator=torch.Generator().manual_seed(4))
+    model = net(nn.Flatten(), nn.Linear(36, 5), nn.Sigmoid(), nn.Linear(5, 2))
+    check_exact(model, nn.MSELoss(), X, y, params=["1.bias", "3.weight"])
+
+
+def test_adaptive_pooling_that_does_not_divide():
+    """Adaptive pooling whose output does not divide its input (overlapping windows) goes
+    through the adaptive kernels; 7 -> 3 and 5 -> 2."""
+    X, y = images(shape=(1, 7, 5))
+    model = net(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d((3, 2)), nn.Flatten(),
+                nn.Linear(12, 3))
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+    X, y = images(shape=(2, 7))
+    model = net(nn.Conv1d(2, 2, 1), nn.Tanh(), nn.AdaptiveAvgPool1d(3), nn.Flatten(), nn.Linear(6, 3))
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
