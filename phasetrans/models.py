@@ -12,6 +12,7 @@ weight 1 / bias 0), so a model is determined by ``torch.manual_seed``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,19 +115,20 @@ def digits_mlp(
 # ----------------------------------------------------------------------------- CNNs
 
 
-class LeNet(nn.Module):
+class LeNet(nn.Sequential):
     """LeNet-style CNN: conv5(6)-relu-pool2, conv5(16)-relu-pool2, fc 120-84-classes.
 
     Both convolutions use padding 2, so the flattened size is ``16 * (image_size // 4)**2``
-    (784 for 28×28, 64 for 8×8, 1024 for 32×32).
+    (784 for 28×28, 64 for 8×8, 1024 for 32×32). A sequential of two sequentials,
+    ``features`` and ``classifier`` (parameter names ``features.0.weight``, ...), so that its
+    Hessian products take the written-out path (:mod:`phasetrans.linalg._pearlmutter`).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> None:
-        super().__init__()
         in_channels = check_int(in_channels, "in_channels", minimum=1)
         num_classes = check_int(num_classes, "num_classes", minimum=1)
         image_size = check_int(image_size, "image_size", minimum=4)
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -135,7 +137,7 @@ class LeNet(nn.Module):
             nn.MaxPool2d(2),
         )
         side = image_size // 2 // 2
-        self.classifier = nn.Sequential(
+        classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * side * side, 120),
             nn.ReLU(),
@@ -143,9 +145,7 @@ class LeNet(nn.Module):
             nn.ReLU(),
             nn.Linear(84, num_classes),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        super().__init__(OrderedDict(features=features, classifier=classifier))
 
 
 def lenet(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> LeNet:

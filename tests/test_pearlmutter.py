@@ -341,3 +341,59 @@ def test_adaptive_pooling_that_does_not_divide():
     X, y = images(shape=(2, 7))
     model = net(nn.Conv1d(2, 2, 1), nn.Tanh(), nn.AdaptiveAvgPool1d(3), nn.Flatten(), nn.Linear(6, 3))
     check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool2d(2), nn.MaxPool2d(3, stride=1, padding=1), nn.MaxPool2d(2, ceil_mode=True),
+    nn.MaxPool2d(2, dilation=2, stride=1),
+], ids=repr)
+def test_max_pooling_against_the_dense_hessian(pool):
+    """Windows that overlap, pad, dilate or run past the edge; ReLU zeros before the pooling
+    make ties, resolved as torch does (the first maximum of the window)."""
+    X, y = images(shape=(1, 7, 7))
+    model = net(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), pool, nn.Tanh(), nn.Flatten(),
+                nn.LazyLinear(3))
+    model(X)  # materialise the lazy layer
+    model = net(*model)
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
+def test_max_pooling_1d_3d():
+    X, y = images(shape=(2, 9))
+    model = net(nn.Conv1d(2, 3, 2), nn.ReLU(), nn.MaxPool1d(3, stride=2), nn.Flatten(), nn.Linear(9, 3))
+    check_exact(model, F.cross_entropy, X, y)
+    X, y = images(shape=(1, 4, 4, 5))
+    model = net(nn.Conv3d(1, 2, 2), nn.Sigmoid(), nn.MaxPool3d(2, ceil_mode=True), nn.Flatten(),
+                nn.Linear(16, 3))
+    check_exact(model, F.cross_entropy, X, y)
+
+
+def test_the_projects_own_lenet_and_mlp_take_the_written_out_path(monkeypatch):
+    """A LeNet-shaped pair of nested sequentials with two max poolings against the dense
+    Hessian; ``pt.models.lenet`` (too large for a dense reference) against the autograd product,
+    on whole batches and in slices of one sample; ``pt.models.MLP`` (a subclass of
+    nn.Sequential) against the dense Hessian."""
+    from phasetrans.linalg import _pearlmutter
+
+    torch.manual_seed(0)
+    mini = net(nn.Sequential(nn.Conv2d(1, 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(2, 3, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)),
+               nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3)))
+    X, y = images(shape=(1, 8, 8))
+    check_exact(mini, nn.CrossEntropyLoss(), X, y)
+    check_exact(mini, nn.CrossEntropyLoss(), X, y, params=None)
+    torch.manual_seed(0)
+    lenet = pt.models.lenet(image_size=8).to(DT)
+    batches = batches_of(X, y)
+    V = torch.randn(sum(p.numel() for p in lenet.parameters()), 3, dtype=DT,
+                    generator=torch.Generator().manual_seed(5))
+    ref = pt.HessianOperator(lenet, nn.CrossEntropyLoss(), batches, params="all", method="backward") @ V
+    for rows in (1 << 22, 1):
+        monkeypatch.setattr(_pearlmutter, "ROW_BYTES", rows)
+        H = pt.HessianOperator(lenet, nn.CrossEntropyLoss(), batches, params="all")
+        got = H @ V
+        assert used_tapes(H) and float((got - ref).norm() / ref.norm()) <= REL
+    torch.manual_seed(0)
+    mlp = pt.models.digits_mlp(hidden=(7,)).to(DT)
+    X, y = images(n=23, shape=(64,))
+    check_exact(mlp, nn.CrossEntropyLoss(), X, y)

@@ -28,7 +28,8 @@ Pearlmutter's product. The autograd engine's double backward of the same product
 
 :func:`sequential_plan` says whether a model and loss are of this form (anything else, or a
 batch :func:`record` cannot take, goes through autograd); :func:`record` keeps one batch's
-forward and backward values (:class:`Tape`); :func:`tape_product` adds ``size · H_b V``.
+forward and backward values (:class:`Tape`); :func:`tape_product` adds ``size · H_b V``. What
+each kind of layer does (``A_W``, ``A_Wᵀ``, ``σ'``, ``σ''``, ``P``, ``Pᵀ``) is in :mod:`._layer_maps`.
 """
 
 from __future__ import annotations
@@ -39,15 +40,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Plan", "Tape", "sequential_plan", "record", "columns", "tape_product"]
+from ._layer_maps import (
+    ACTIVATIONS,
+    CONVS,
+    MAXPOOLS,
+    POOLS,
+    activation,
+    affine,
+    conv_args,
+    derivatives,
+    gather_maxima,
+    input_grad,
+    max_pool,
+    pool,
+    pool_adjoint,
+    scatter_maxima,
+    weight_grad,
+)
 
-#: activations with their first and second derivatives (exact types)
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
-#: parameter-free linear layers (exact types)
-POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten)
+__all__ = ["Plan", "Tape", "sequential_plan", "record", "columns", "tape_product", "ROW_BYTES"]
+
 #: the identity in the operator's eval-mode passes: skipped
 _SKIPPED = (nn.Identity, nn.Dropout)
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass(frozen=True)
@@ -100,35 +114,55 @@ def _plain_conv(m: nn.Module) -> bool:
             and all(p >= 0 for p in m.padding))
 
 
-def _plain_flatten(m: nn.Module) -> bool:
-    return type(m) is not nn.Flatten or (m.start_dim == 1 and m.end_dim == -1)
+def _plain_pool(m: nn.Module) -> bool:
+    if type(m) is nn.Flatten:
+        return m.start_dim == 1 and m.end_dim == -1
+    return type(m) not in MAXPOOLS or not m.return_indices
+
+
+def _plain_sequential(m: nn.Module) -> bool:
+    """An ``nn.Sequential`` (or a subclass that keeps its ``forward``, e.g. ``pt.models.MLP``,
+    ``pt.models.LeNet``) without hooks."""
+    return (isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+            and not _hooked(m))
+
+
+def _leaves(model: nn.Module, prefix: str = ""):
+    """``(name, module)`` of a plain sequential's layers in forward order, nested plain
+    sequentials opened."""
+    for name, m in model.named_children():
+        if _plain_sequential(m):
+            yield from _leaves(m, f"{prefix}{name}.")
+        else:
+            yield prefix + name, m
 
 
 def sequential_plan(model: nn.Module, loss_fn, param_names: list[str]) -> Plan | None:
     """The :class:`Plan` of ``model`` under ``loss_fn`` with ``param_names`` selected, or
-    ``None`` when it is not of the form: exactly ``nn.Sequential`` of exactly ``nn.Linear``,
-    ``nn.Conv1d/2d/3d`` (one group, zero padding given as numbers), :data:`ACTIVATIONS`,
-    :data:`POOLS` (``nn.Flatten`` from dimension 1 to the last), ``nn.Identity`` and
-    ``nn.Dropout``; no buffers, hooks, parametrisations or overridden ``forward``;
+    ``None`` when it is not of the form: an ``nn.Sequential`` (nested ones opened; subclasses
+    that keep its ``forward``) of exactly ``nn.Linear``, ``nn.Conv1d/2d/3d`` (one group, zero
+    padding given as numbers), :data:`ACTIVATIONS`, :data:`POOLS` (``nn.Flatten`` from dimension
+    1 to the last), ``nn.Identity`` and ``nn.Dropout``; no buffers, hooks, parametrisations or
+    overridden ``forward``;
     ``loss_fn`` ``nn.CrossEntropyLoss()`` or ``nn.MSELoss()`` (mean, no class weights, no label
     smoothing) or ``F.cross_entropy`` / ``F.mse_loss``; every selected parameter a weight or bias
     of one of the affine layers."""
     loss = _loss_kind(loss_fn)
-    if loss is None or type(model) is not nn.Sequential or _hooked(model) or _global_hooks():
+    if loss is None or not _plain_sequential(model) or _global_hooks():
         return None
     if any(True for _ in model.buffers()):
         return None
     layers, owned = [], set()
-    for name, m in model.named_children():
+    for name, m in _leaves(model):
         if _hooked(m):
             return None
-        if type(m) is nn.Linear or (type(m) in _CONVS and _plain_conv(m)):
+        if type(m) is nn.Linear or (type(m) in CONVS and _plain_conv(m)):
             bias = f"{name}.bias" if m.bias is not None else None
             layers.append(("affine", m, f"{name}.weight", bias))
             owned.update(n for n in (f"{name}.weight", bias) if n)
         elif type(m) in ACTIVATIONS:
             layers.append(("act", m))
-        elif type(m) in POOLS and _plain_flatten(m):
+        elif type(m) in POOLS and _plain_pool(m):
             layers.append(("pool", m))
         elif type(m) not in _SKIPPED:
             return None
@@ -144,117 +178,6 @@ def sequential_plan(model: nn.Module, loss_fn, param_names: list[str]) -> Plan |
     lowest = min(i for i, layer in enumerate(layers)
                  if layer[0] == "affine" and (layer[2] in index or layer[3] in index))
     return Plan(tuple(layers), loss, affine[0][2], dims, width, index, lowest)
-
-
-def _activation(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
-    """``σ(a)`` of the activation module ``m``, never in place (``inplace=True`` modules would
-    overwrite ``a``, which may be the user's batch)."""
-    if type(m) is nn.ReLU:
-        return F.relu(a)
-    if type(m) is nn.LeakyReLU:
-        return F.leaky_relu(a, m.negative_slope)
-    if type(m) is nn.Tanh:
-        return torch.tanh(a)
-    if type(m) is nn.Sigmoid:
-        return torch.sigmoid(a)
-    return F.softplus(a, m.beta, m.threshold)
-
-
-def _derivatives(m: nn.Module, a: torch.Tensor, out: torch.Tensor):
-    """``(σ'(a), σ''(a) or None)`` of the activation ``m`` at ``a`` (``out = σ(a)``), as torch's
-    own backward and double backward define them (ReLU and LeakyReLU: the derivative at 0 is
-    that of the negative side; Softplus: linear past ``threshold``)."""
-    if type(m) is nn.ReLU:
-        return (a > 0).to(a.dtype), None
-    if type(m) is nn.LeakyReLU:
-        return torch.full_like(a, m.negative_slope).masked_fill_(a > 0, 1.0), None
-    if type(m) is nn.Tanh:
-        d1 = 1 - out * out
-        return d1, -2 * out * d1
-    if type(m) is nn.Sigmoid:
-        d1 = out * (1 - out)
-        return d1, d1 * (1 - 2 * out)
-    # Softplus
-    ba = a * m.beta
-    s = torch.sigmoid(ba)
-    linear = ba > m.threshold
-    return s.masked_fill(linear, 1.0), (m.beta * s * (1 - s)).masked_fill_(linear, 0.0)
-
-
-# -- affine layers: A_W(z) and its adjoints ---------------------------------------------------
-
-def _conv_args(m: nn.Module) -> tuple:
-    return m.stride, m.padding, m.dilation, False, [0] * len(m.stride), 1
-
-
-def _affine(m: nn.Module, z: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``A_W(z) + b``: the layer's forward with weight ``W`` and bias ``b``."""
-    if type(m) is nn.Linear:
-        return F.linear(z, W, b)
-    return torch.convolution(z, W, b, *_conv_args(m))
-
-
-def _weight_grad(m: nn.Module, grad: torch.Tensor, z: torch.Tensor, like: torch.Tensor,
-                 bias: bool = False):
-    """``∂_W ⟨grad, A_W(z)⟩`` for a weight shaped as ``like`` (``grad`` and ``z`` of any batch),
-    and with ``bias`` the bias gradient too (a convolution's in the same kernel call)."""
-    if type(m) is nn.Linear:
-        gw = grad.reshape(-1, like.shape[0]).T @ z.reshape(-1, like.shape[1])
-        return (gw, grad.reshape(-1, like.shape[0]).sum(0)) if bias else gw
-    _, gw, gb = torch.ops.aten.convolution_backward(
-        grad, z, like, [like.shape[0]] if bias else None, *_conv_args(m), [False, True, bias])
-    return (gw, gb) if bias else gw
-
-
-def _input_grad(m: nn.Module, grad: torch.Tensor, like: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """``A_Wᵀ(grad)``, shaped as ``like`` (an input of the layer)."""
-    if type(m) is nn.Linear:
-        return grad @ W
-    return torch.ops.aten.convolution_backward(
-        grad, like, W, None, *_conv_args(m), [True, False, False])[0]
-
-
-def _pool_kernel(m: nn.Module, shape) -> list[int] | None:
-    """The kernel (= stride) of the plain average pooling that an adaptive one is on inputs of
-    ``shape`` (``(N, C, *spatial)``) when every output size divides its input size, else
-    ``None`` (the plain kernels are about twice as fast on CPU)."""
-    spatial = list(shape[2:])
-    out = m.output_size
-    out = [out] * len(spatial) if isinstance(out, int) else list(out)
-    out = [s if o is None else o for o, s in zip(out, spatial)]
-    if any(o <= 0 or s % o for o, s in zip(out, spatial)):
-        return None
-    return [s // o for o, s in zip(out, spatial)]
-
-
-def _pool(m: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    if type(m) is nn.Flatten:
-        return torch.flatten(z, 1)
-    k = _pool_kernel(m, z.shape)
-    if k is None:
-        return m(z)
-    if len(k) == 1:
-        return F.avg_pool2d(z.unsqueeze(-2), [1, *k]).squeeze(-2)
-    return (F.avg_pool2d if len(k) == 2 else F.avg_pool3d)(z, k)
-
-
-def _pool_adjoint(m: nn.Module, grad: torch.Tensor, shape) -> torch.Tensor:
-    """``Pᵀ grad`` for the pooling or flatten ``m`` whose input has ``shape``."""
-    if type(m) is nn.Flatten:
-        return grad.reshape(shape)
-    k = _pool_kernel(m, shape)
-    if len(shape) == 3:  # 1-d: the 2-d kernels on a unit height
-        grad, shape = grad.unsqueeze(-2), (*shape[:2], 1, shape[2])
-        k = None if k is None else [1, *k]
-    like = grad.new_empty(shape)  # the kernels read only its shape
-    if k is not None:
-        kernel = torch.ops.aten.avg_pool2d_backward if len(k) == 2 else torch.ops.aten.avg_pool3d_backward
-        out = kernel(grad, like, k, k, [0] * len(k), False, True, None)
-    elif len(shape) == 4:
-        out = torch.ops.aten._adaptive_avg_pool2d_backward(grad, like)
-    else:
-        out = torch.ops.aten._adaptive_avg_pool3d_backward(grad, like)
-    return out.squeeze(-2) if type(m) is nn.AdaptiveAvgPool1d else out
 
 
 class Tape:
@@ -293,14 +216,18 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                 if layer[0] == "affine":
                     W = weights[layer[2]]
                     values.append((z, W))
-                    z = _affine(layer[1], z, W, weights[layer[3]] if layer[3] else None)
+                    z = affine(layer[1], z, W, weights[layer[3]] if layer[3] else None)
                 elif layer[0] == "act":
-                    out = _activation(layer[1], z)
-                    values.append(list(_derivatives(layer[1], z, out)))  # [σ', σ''] -> [σ', σ''⊙g]
+                    out = activation(layer[1], z)
+                    values.append(list(derivatives(layer[1], z, out)))  # [σ', σ''] -> [σ', σ''⊙g]
                     z = out
+                elif type(layer[1]) in MAXPOOLS:
+                    shape = z.shape[1:]
+                    z, idx = max_pool(layer[1], z)
+                    values.append((shape, idx))
                 else:
-                    values.append(z.shape[1:])
-                    z = _pool(layer[1], z)
+                    values.append((z.shape[1:], None))
+                    z = pool(layer[1], z)
         except RuntimeError:  # shapes that do not fit: the autograd path raises the user's error
             return None
         if z.dim() != 2:
@@ -330,20 +257,24 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                 grads[i] = g
                 if i > plan.lowest:
                     z_in, W = values[i]
-                    g = _input_grad(plan.layers[i][1], g, z_in, W)
+                    g = input_grad(plan.layers[i][1], g, z_in, W)
             elif kind == "act":
                 d1, d2 = values[i]
                 if d2 is not None:
                     values[i][1] = d2 * g
                 g = g * d1
             else:
-                g = _pool_adjoint(plan.layers[i][1], g, (B, *values[i]))
+                shape, idx = values[i]
+                g = (pool_adjoint(plan.layers[i][1], g, (B, *shape)) if idx is None
+                     else scatter_maxima(g, idx, (B, *shape), B))
     nbytes = _nbytes(tape.probs) + sum(_nbytes(t) for t in grads)
     for layer, v in zip(plan.layers, values):
         if layer[0] == "affine" and v[0] is not inputs:
             nbytes += _nbytes(v[0])
         elif layer[0] == "act":
             nbytes += _nbytes(v[0]) + _nbytes(v[1])
+        else:
+            nbytes += _nbytes(v[1])
     tape.values, tape.grads, tape.size, tape.nbytes = values, grads, B, nbytes
     # bytes of one sample's widest activation (an R-quantity is K of them per sample)
     tape.widest = max(_nbytes(g) for g in grads if g is not None) // B
@@ -385,19 +316,19 @@ def _forward_affine(m, z, W, Rz, cols, B, K):
         if linear:
             r = torch.addmm(Vb, z, VW.T) if Vb is not None else z @ VW.T
         else:
-            r = torch.convolution(z, VW, Vb, *_conv_args(m))
+            r = torch.convolution(z, VW, Vb, *conv_args(m))
     elif Vb is not None:
         shape = [B, Vb.numel()] + ([] if linear else [1] * (W.dim() - 2))
         r = Vb.reshape(1, -1, *shape[2:]).expand(shape)
         if not linear:  # the bias spreads over the output positions
-            r = r.expand(B, Vb.numel(), *_affine(m, z[:1], W, None).shape[2:])
+            r = r.expand(B, Vb.numel(), *affine(m, z[:1], W, None).shape[2:])
         r = r.contiguous()
     r = None if r is None else r.view(B * K, W.shape[0], *r.shape[2:])
     if Rz is not None:
         if linear and r is not None:
             r.addmm_(Rz, W.T)
         else:
-            a = _affine(m, Rz, W, None)
+            a = affine(m, Rz, W, None)
             r = a if r is None else r.add_(a)
     return r
 
@@ -428,8 +359,8 @@ def _rows(plan: Plan, values: list, lo: int, hi: int) -> list:
             out.append((v[0][lo:hi], v[1]))
         elif layer[0] == "act":
             out.append([None if t is None else t[lo:hi] for t in v])
-        else:
-            out.append(v)  # a pooling's per-sample input shape
+        else:  # a pooling's per-sample input shape and maxima
+            out.append((v[0], None if v[1] is None else v[1][lo:hi]))
     return out
 
 
@@ -457,7 +388,8 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             else:
                 Rz = (Rz.reshape(B, K, -1) * d1.reshape(B, 1, -1)).view(Rz.shape)
         else:
-            Rz = _pool(layer[1], Rz)
+            idx = values[i][1]
+            Rz = pool(layer[1], Rz) if idx is None else gather_maxima(Rz, idx, B)
     if plan.loss == "ce":
         p = probs.unsqueeze(1)
         Rz = Rz.reshape(B, K, -1)
@@ -474,7 +406,7 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             g = grads[i]
             wide = Rg.reshape(B, K * o, *Rg.shape[2:])  # R{g} as a K-fold wider output
             if VW is not None:
-                hv = _weight_grad(m, wide, z, VW, bias=Vb is not None)
+                hv = weight_grad(m, wide, z, VW, bias=Vb is not None)
                 if Vb is not None:
                     hv, hb = hv
                     pieces[plan.index[layer[3]]].add_(hb.view(K, o), alpha=size)
@@ -483,7 +415,7 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
                     hv.baddbmm_(g.T.expand(K, o, B), saved[i].view(B, K, n_in).transpose(0, 1))
                 elif saved[i] is not None:
                     Rz_wide = saved[i].reshape(B, K * n_in, *saved[i].shape[2:])
-                    hv2 = _weight_grad(m, g, Rz_wide, VWt).view(o, K, *W.shape[1:])
+                    hv2 = weight_grad(m, g, Rz_wide, VWt).view(o, K, *W.shape[1:])
                     hv.add_(hv2.transpose(0, 1))
                 pieces[plan.index[layer[2]]].add_(hv, alpha=size)
             elif Vb is not None:
@@ -499,7 +431,9 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             if d2g is not None:
                 flat.addcmul_(d2g.reshape(B, 1, -1), saved[i].reshape(B, K, -1))
         else:
-            Rg = _pool_adjoint(layer[1], Rg, saved[i].shape)
+            idx = values[i][1]
+            Rg = (pool_adjoint(layer[1], Rg, saved[i].shape) if idx is None
+                  else scatter_maxima(Rg, idx, saved[i].shape, B))
 
 
 def _backward_affine(m, Rg, g, W, VWt, Rz_in, z, B, K):
@@ -509,8 +443,8 @@ def _backward_affine(m, Rg, g, W, VWt, Rz_in, z, B, K):
         if VWt is None:
             return Rg @ W
         return (g @ VWt).view(B * K, n_in).addmm_(Rg, W)
-    out = _input_grad(m, Rg, Rz_in, W)
+    out = input_grad(m, Rg, Rz_in, W)
     if VWt is not None:
         wide_in = Rz_in.reshape(B, K * n_in, *Rz_in.shape[2:])
-        out.add_(_input_grad(m, g, wide_in, VWt).reshape(out.shape))
+        out.add_(input_grad(m, g, wide_in, VWt).reshape(out.shape))
     return out
