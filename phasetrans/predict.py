@@ -227,9 +227,6 @@ def _check_arguments(model: Any, eps: Any, num_steps: Any, num_probes: Any, seed
         checkpoint = check_path(checkpoint, "checkpoint")
         if spectrum_method != "slq":
             raise ValueError("checkpoint needs spectrum_method='slq' (it resumes the SLQ spectrum)")
-        if num_steps is None or num_probes is None:
-            raise ValueError("checkpoint needs explicit num_steps and num_probes (the adaptive "
-                             "budget, num_steps=None / num_probes=None, is not resumable)")
     return _Settings(eps, num_steps, num_probes, seed, zero_mass, trace_method, trace_matvecs,
                      spectrum_method, zero_mass_rows, tolerance, hessian_samples, checkpoint,
                      resolve_progress(progress))  # type: ignore[arg-type]
@@ -262,7 +259,8 @@ def _adaptive_spectrum_stage(H: HessianOperator, weights: torch.Tensor, eps: flo
 
     spec, record = adaptive_spectrum(
         H, magnitude_curve(weights), eps, negative=negative, zero_mass=p0,
-        tolerance=cfg.tolerance, num_steps=cfg.num_steps, num_probes=cfg.num_probes, seed=cfg.seed)
+        tolerance=cfg.tolerance, num_steps=cfg.num_steps, num_probes=cfg.num_probes, seed=cfg.seed,
+        checkpoint=cfg.checkpoint)
     return spec, record.to_dict()
 
 
@@ -364,8 +362,9 @@ def predict_sparsity(
     Jensen bound, never ``s*``). ``params``: names, ``nn.Parameter`` objects or modules
     (:func:`~phasetrans.params.select_parameters`). ``batch_fn(batch) -> (inputs, targets)``:
     for batches of another shape (e.g. dicts; ``inputs`` may be a tuple or dict of the model's
-    arguments). ``checkpoint``: a file path for the SLQ state (:func:`~phasetrans.slq`'s
-    ``checkpoint``: an interrupted call resumes from it, to the same result). ``progress``: bars
+    arguments). ``checkpoint``: a file path for the SLQ state (with a fixed budget
+    :func:`~phasetrans.slq`'s ``checkpoint``; with the adaptive one the grown Lanczos state,
+    written after every growth step): an interrupted call resumes from it, to the same result. ``progress``: bars
     of the SLQ steps and trace products on standard error (``None``: only when standard error is
     a terminal). The model comes back bit-for-bit unchanged. Every pass over ``data`` reads the
     same batches, also from a shuffling DataLoader (``drop_last`` included), so ``H`` is one

@@ -208,3 +208,66 @@ def test_bad_budget_arguments():
         with pytest.raises(exc, match=name):
             pt.predict_sparsity(model, LOSS, data, eps=0.05, **kw)
     assert np.isfinite(pt.predict_sparsity(model, LOSS, data, eps=0.05, tolerance=0.05).sparsity)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _Counting(DenseOperator):
+    """A dense operator that counts its column products and raises after ``stop_after``."""
+
+    def __init__(self, A, stop_after=None):
+        super().__init__(A)
+        self.columns, self.stop_after = 0, stop_after
+
+    def _matmat(self, V):
+        if self.stop_after is not None and self.columns + V.shape[1] > self.stop_after:
+            raise _Interrupt
+        self.columns += V.shape[1]
+        return super()._matmat(V)
+
+
+def test_adaptive_budget_resumes_from_its_checkpoint(tmp_path):
+    """Interrupted at several points of its growth, rerun with the same arguments: the same
+    spectrum and record bit for bit, with only the products the checkpoint lacked; a finished
+    checkpoint answers without any product; other settings are refused."""
+    H, _, w = known(1000)
+    A = H.to_dense()
+    mag, eps = magnitude_curve(w), 0.01
+    ref, ref_rec = adaptive_spectrum(H, mag, eps, tolerance=4e-3, seed=1)
+    assert len(ref_rec.history) >= 3  # grew several times
+    for k, stop in enumerate((25, ref_rec.products // 2, ref_rec.products - 3)):
+        path = tmp_path / f"grown{k}.pt"
+        with pytest.raises(_Interrupt):
+            adaptive_spectrum(_Counting(A, stop), mag, eps, tolerance=4e-3, seed=1, checkpoint=path)
+        assert path.is_file()
+        op = _Counting(A)
+        spec, rec = adaptive_spectrum(op, mag, eps, tolerance=4e-3, seed=1, checkpoint=path)
+        assert torch.equal(spec.nodes, ref.nodes) and torch.equal(spec.weights, ref.weights)
+        assert rec == ref_rec
+        assert 0 < op.columns < ref_rec.products
+    op = _Counting(A)
+    again, rec = adaptive_spectrum(op, mag, eps, tolerance=4e-3, seed=1, checkpoint=path)
+    assert op.columns == 0 and torch.equal(again.nodes, ref.nodes) and rec == ref_rec
+    with pytest.raises(ValueError, match="different arguments.*tolerance"):
+        adaptive_spectrum(H, mag, eps, tolerance=2e-3, seed=1, checkpoint=path)
+    with pytest.raises(ValueError, match="different arguments"):
+        adaptive_spectrum(H, mag, 0.02, tolerance=4e-3, seed=1, checkpoint=path)
+
+
+def test_predict_sparsity_adaptive_with_checkpoint_is_the_plain_prediction(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(64, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=g)
+    data = [(X[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    plain = pt.predict_sparsity(model, nn.CrossEntropyLoss(), data, eps=0.05)
+    path = tmp_path / "slq.pt"
+    first = pt.predict_sparsity(model, nn.CrossEntropyLoss(), data, eps=0.05, checkpoint=path)
+    again = pt.predict_sparsity(model, nn.CrossEntropyLoss(), data, eps=0.05, checkpoint=path)
+    assert path.is_file() and "budget" in first.details
+    for p in (first, again):
+        assert p.sparsity == plain.sparsity and p.products == plain.products
+        assert p.details["budget"] == plain.details["budget"]

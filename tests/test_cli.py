@@ -140,10 +140,10 @@ def test_spectrum_predict_json_with_config_and_checkpoint(tmp_path, capsys):
     assert pt.fingerprints_equal(before, pt.model_fingerprint(model))
 
 
-def test_predict_default_budget_is_adaptive_and_fixed_when_resumable(tmp_path, capsys):
+def test_predict_default_budget_is_adaptive_and_resumable(tmp_path, capsys):
     """Without --num-steps/--num-probes the CLI's prediction is predict_sparsity's adaptive
-    budget (its record in the JSON, fewer products than 80 x 10); --checkpoint-dir needs a
-    resumable, fixed budget: 80 x 10 unless given."""
+    budget (its record in the JSON, fewer products than 80 x 10), also with --checkpoint-dir,
+    which writes the grown SLQ's state and answers from it on a rerun, to the same result."""
     _, path = _state_dict_file(tmp_path)
     base = ["predict", "--checkpoint", str(path), "--json", "--eps", "0.05", "--quiet"]
     code, out, _ = run(capsys, *base)
@@ -151,11 +151,15 @@ def test_predict_default_budget_is_adaptive_and_fixed_when_resumable(tmp_path, c
     d = json.loads(out)
     budget = d["details"]["budget"]
     assert d["products"] == budget["products"] < 800 and budget["num_probes"] >= 2
-    code, out, _ = run(capsys, *base, "--num-probes", "2", "--checkpoint-dir", str(tmp_path / "ck"))
-    assert code == 0
-    d = json.loads(out)
-    assert "budget" not in d["details"] and d["products"] == 80 * 2
-    assert (tmp_path / "ck" / "slq.pt").is_file()
+    for _ in range(2):  # the second run resumes from the finished checkpoint
+        code, out, _ = run(capsys, *base, "--checkpoint-dir", str(tmp_path / "ck"))
+        assert code == 0
+        r = json.loads(out)
+        assert r["details"]["budget"] == budget and r["sparsity"] == d["sparsity"]
+        assert (tmp_path / "ck" / "slq.pt").is_file()
+    code, out, _ = run(capsys, *base, "--num-probes", "2", "--num-steps", "20",
+                       "--checkpoint-dir", str(tmp_path / "ck2"))
+    assert code == 0 and json.loads(out)["products"] == 20 * 2
 
 
 def test_sweep_writes_resumable_jsonl(tmp_path, capsys):

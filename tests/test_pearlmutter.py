@@ -343,6 +343,23 @@ def test_adaptive_pooling_that_does_not_divide():
     check_exact(model, nn.CrossEntropyLoss(), X, y)
 
 
+@pytest.mark.parametrize("outputs", [(5, 4), (3, 2)])
+def test_average_pooling_by_kernels_and_by_its_matrix(outputs):
+    """Past POOL_MATRIX_OUTPUTS output positions the pooling kernels (divisible: the plain
+    average pool; not: the adaptive one), below them the pooling's matrix."""
+    from phasetrans.linalg._layer_maps import POOL_MATRIX_OUTPUTS, pool_matrix
+
+    X, y = images(shape=(1, 10, 8) if outputs == (5, 4) else (1, 7, 5))
+    pool = nn.AdaptiveAvgPool2d(outputs)
+    assert (pool_matrix(pool, (2, *X.shape[2:]), DT, X.device) is None) == (
+        outputs[0] * outputs[1] > POOL_MATRIX_OUTPUTS)
+    model = net(nn.Conv2d(1, 2, 1), nn.Sigmoid(), pool, nn.Flatten(), nn.Linear(2 * outputs[0] * outputs[1], 3))
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+    X, y = images(shape=(1, 9, 7))  # 9 x 7 -> 5 x 4 does not divide
+    if outputs == (5, 4):
+        check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
 @pytest.mark.parametrize("pool", [
     nn.MaxPool2d(2), nn.MaxPool2d(3, stride=1, padding=1), nn.MaxPool2d(2, ceil_mode=True),
     nn.MaxPool2d(2, dilation=2, stride=1),

@@ -39,14 +39,10 @@ DEMO = {
 DEMO_QUICK = {**DEMO, "num_steps": 30, "num_probes": 4}  # same training, cheaper spectrum
 
 
-def slq_budget(cfg: dict, resumable: bool) -> dict[str, int | None]:
+def slq_budget(cfg: dict) -> dict[str, int | None]:
     """``num_steps`` / ``num_probes`` of a prediction: as given, else the adaptive budget
-    (``None``), except with ``--checkpoint-dir``, whose resumable SLQ needs a fixed budget
-    (80 × 10 where not given)."""
-    steps, probes = cfg.get("num_steps"), cfg.get("num_probes")
-    if resumable:
-        steps, probes = steps or 80, probes or 10
-    return {"num_steps": steps, "num_probes": probes}
+    (``None``; resumable too with ``--checkpoint-dir``)."""
+    return {"num_steps": cfg.get("num_steps"), "num_probes": cfg.get("num_probes")}
 
 
 def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
@@ -167,7 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         eps, eps_source = estimate_eps(model, loss, train), "batch_loss_std"
     checkpoint = checkpoint_file(cfg, "slq.pt")
     pred = predict_sparsity(model, loss, hessian_data(train, cfg), eps=eps,
-                            **slq_budget(cfg, checkpoint is not None), seed=cfg.get("seed", 0),
+                            **slq_budget(cfg), seed=cfg.get("seed", 0),
                             checkpoint=checkpoint, progress=_progress(args), **kwargs)
     pred = dataclasses.replace(pred, eps_source=eps_source)
     payload = {"command": "predict", **pred.to_dict()}
@@ -265,7 +261,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate(
         model, loss_fn(cfg), train, test, l1=cfg.get("l1"), epochs=cfg.get("epochs", 30),
         lr=float(cfg.get("lr", 0.05)), eps=cfg.get("eps"),
-        **slq_budget(cfg, cfg.get("checkpoint_dir") is not None), seed=cfg.get("seed", 0), out=out,
+        **slq_budget(cfg), seed=cfg.get("seed", 0), out=out,
         refit=cfg.get("refit"), tolerance=float(cfg.get("tolerance", 0.0)),
         resolution=float(cfg.get("resolution", 1e-3)), hessian_data=hessian_data(train, cfg),
         progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), metric=metric(cfg),

@@ -55,9 +55,8 @@ def _common(p: argparse.ArgumentParser, model_options: bool = True, random_init:
 def _slq_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("spectrum options")
     g.add_argument("--num-steps", dest="num_steps", type=int, help="Lanczos steps per probe (default: the adaptive budget of predict "
-                   "and validate, settled to 0.1 point; 80 for spectrum and with --checkpoint-dir)")
-    g.add_argument("--num-probes", dest="num_probes", type=int, help="SLQ probes (default: adaptive as --num-steps; 10 for spectrum and with "
-                   "--checkpoint-dir)")
+                   "and validate, settled to 0.1 point, resumable with --checkpoint-dir; 80 for spectrum)")
+    g.add_argument("--num-probes", dest="num_probes", type=int, help="SLQ probes (default: adaptive as --num-steps; 10 for spectrum)")
     g.add_argument("--hessian-batch-size", dest="hessian_batch_size", type=int,
                    help="batch size for Hessian products (default 2048; same H, faster)")
 

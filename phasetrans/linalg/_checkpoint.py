@@ -29,9 +29,12 @@ from .operator import Operator
 __all__ = [
     "SLQ_KIND", "digest", "digest_batch", "update_digest", "seal", "open_checkpoint", "operator_fingerprint",
     "slq_meta", "load_slq_checkpoint", "run_with_checkpoints", "loss_rtol", "data_hints",
+    "GROWN_KIND", "grown_meta", "load_grown_checkpoint", "save_grown_checkpoint",
 ]
 
 SLQ_KIND = "phasetrans.slq-checkpoint/2"
+#: the adaptive budget's grown SLQ (:class:`~phasetrans.linalg.growing_slq.GrowingSLQ`)
+GROWN_KIND = "phasetrans.grown-slq-checkpoint/1"
 _OLD_SLQ_KINDS = ("phasetrans.slq-checkpoint/1",)
 
 
@@ -256,3 +259,37 @@ def run_with_checkpoints(lanczos: Lanczos, path: Any, meta: dict, state: dict | 
             saved_at = lanczos.steps
     if saved_at != lanczos.steps:
         save()
+
+
+# ----------------------------------------------------------------------------- grown SLQ
+
+
+def grown_meta(op: Operator, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a grown-SLQ checkpoint must match: the operator (dim, dtype, weights' fingerprint,
+    breakdown tolerance, data and loss as in :func:`slq_meta`) and every setting of the adaptive
+    budget that steers its growth (``settings``: tolerance, caps, seed, ε, ...)."""
+    meta = slq_meta(op, 0, 0, settings.get("seed", 0), settings.get("reorth", "full"),
+                    settings.get("tol", 0.0), 1)
+    for key in ("num_steps", "num_probes", "tol"):
+        meta.pop(key, None)
+    meta.update(settings)
+    return meta
+
+
+def load_grown_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved :meth:`GrowingSLQ.state`, ``None`` when there is no file; ``ValueError`` for
+    another run's file or a corrupt one."""
+    hints = data_hints("an adaptive slq")
+    rtol = {"losses": loss_rtol(meta.get("dtype", ""))}
+    obj = open_checkpoint(path, GROWN_KIND, meta, "an adaptive slq", hints=hints, rtol=rtol)
+    if obj is None:
+        return None
+    if not isinstance(obj.get("state"), dict):
+        raise ValueError(f"checkpoint: {str(path)!r} has no SLQ state")
+    return obj["state"]
+
+
+def save_grown_checkpoint(path: Any, meta: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write the sealed grown-SLQ state (rank 0, atomically)."""
+    if is_main_process():
+        atomic_torch_save(path, seal({"kind": GROWN_KIND, "meta": meta, "state": state}))

@@ -54,6 +54,7 @@ from ._layer_maps import (
     max_pool,
     pool,
     pool_adjoint,
+    pool_matrix,
     scatter_maxima,
     weight_grad,
 )
@@ -224,9 +225,10 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                 elif type(layer[1]) in MAXPOOLS:
                     shape = z.shape[1:]
                     z, idx = max_pool(layer[1], z)
-                    values.append((shape, idx))
+                    values.append((shape, idx, None))
                 else:
-                    values.append((z.shape[1:], None))
+                    values.append((z.shape[1:], None,
+                                   pool_matrix(layer[1], z.shape[1:], z.dtype, z.device)))
                     z = pool(layer[1], z)
         except RuntimeError:  # shapes that do not fit: the autograd path raises the user's error
             return None
@@ -264,7 +266,7 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                     values[i][1] = d2 * g
                 g = g * d1
             else:
-                shape, idx = values[i]
+                shape, idx, _ = values[i]
                 g = (pool_adjoint(plan.layers[i][1], g, (B, *shape)) if idx is None
                      else scatter_maxima(g, idx, (B, *shape), B))
     nbytes = _nbytes(tape.probs) + sum(_nbytes(t) for t in grads)
@@ -360,7 +362,7 @@ def _rows(plan: Plan, values: list, lo: int, hi: int) -> list:
         elif layer[0] == "act":
             out.append([None if t is None else t[lo:hi] for t in v])
         else:  # a pooling's per-sample input shape and maxima
-            out.append((v[0], None if v[1] is None else v[1][lo:hi]))
+            out.append((v[0], None if v[1] is None else v[1][lo:hi], v[2]))
     return out
 
 
@@ -388,8 +390,11 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             else:
                 Rz = (Rz.reshape(B, K, -1) * d1.reshape(B, 1, -1)).view(Rz.shape)
         else:
-            idx = values[i][1]
-            Rz = pool(layer[1], Rz) if idx is None else gather_maxima(Rz, idx, B)
+            _, idx, P = values[i]
+            if P is not None:  # an average pooling as a matmul by its matrix
+                Rz = (Rz.reshape(-1, P.shape[0]) @ P).view(*Rz.shape[:2], *_pooled(layer[1], Rz))
+            else:
+                Rz = pool(layer[1], Rz) if idx is None else gather_maxima(Rz, idx, B)
     if plan.loss == "ce":
         p = probs.unsqueeze(1)
         Rz = Rz.reshape(B, K, -1)
@@ -431,9 +436,17 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             if d2g is not None:
                 flat.addcmul_(d2g.reshape(B, 1, -1), saved[i].reshape(B, K, -1))
         else:
-            idx = values[i][1]
-            Rg = (pool_adjoint(layer[1], Rg, saved[i].shape) if idx is None
-                  else scatter_maxima(Rg, idx, saved[i].shape, B))
+            _, idx, P = values[i]
+            if P is not None:
+                Rg = (Rg.reshape(-1, P.shape[1]) @ P.T).view(saved[i].shape)
+            else:
+                Rg = (pool_adjoint(layer[1], Rg, saved[i].shape) if idx is None
+                      else scatter_maxima(Rg, idx, saved[i].shape, B))
+
+
+def _pooled(m: nn.Module, R: torch.Tensor) -> tuple:
+    """The spatial shape of the average pooling ``m`` of ``R`` ``(N, C, *spatial)``."""
+    return pool(m, R[:1, :1]).shape[2:]
 
 
 def _backward_affine(m, Rg, g, W, VWt, Rz_in, z, B, K):

@@ -44,6 +44,7 @@ class GrowingSLQ:
         self.reorth = check_choice(reorth, "reorth", ("full", "partial", "none"))
         self.groups: list[Lanczos] = []
         self.depth = 0
+        self._resumed: list[Lanczos] = []  # groups of a checkpoint not yet reached (:meth:`load`)
 
     @property
     def num_probes(self) -> int:
@@ -51,20 +52,54 @@ class GrowingSLQ:
 
     @property
     def products(self) -> int:
-        """Column products made so far (a probe is multiplied once per step while active)."""
-        return int(sum(int(g.lengths.sum()) for g in self.groups))
+        """Column products made so far (a probe is multiplied once per step while active; a
+        resumed group run past the current depth counts to the depth)."""
+        return int(sum(int(g.lengths.clamp(max=self.depth).sum()) for g in self.groups))
+
+    def state(self) -> dict[str, Any]:
+        """Every group's Lanczos state (:meth:`Lanczos.state`) with its size, reached or
+        resumed-but-not-yet-reached, for a checkpoint."""
+        return {"groups": [{"size": int(g.K), **g.state()} for g in [*self.groups, *self._resumed]]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state`: the saved groups are taken, in order, by the
+        :meth:`add_probes` calls whose groups they were (a replay of the same calls reaches
+        the same quadratures, bit for bit, and runs only what the saved groups lack);
+        ``ValueError`` for a malformed state."""
+        if self.groups or self._resumed:
+            raise ValueError("GrowingSLQ.load: only before the first add_probes")
+        groups = state.get("groups") if isinstance(state, dict) else None
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError("checkpoint: the grown SLQ state must hold a list of groups")
+        lo = 0
+        for saved in groups:
+            size = saved.get("size")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"checkpoint: a group's 'size' must be a positive int, got {size!r}")
+            group = self._group(lo, lo + size)
+            group.load(saved)
+            self._resumed.append(group)
+            lo += size
+
+    def _group(self, lo: int, hi: int) -> Lanczos:
+        """A Lanczos run of probes ``lo..hi-1`` of the seeded draw."""
+        Q0 = rademacher(self.op.dim, hi, self.seed, self.op.device)[:, lo:] / math.sqrt(self.op.dim)
+        return Lanczos(self.op, Q0, self.max_steps, self.reorth, breakdown_tol(self.op),
+                       initial=max(1, min(16, self.max_steps)))
 
     def add_probes(self, count: int) -> None:
         """``count`` more probes, run in lock-step groups (as many as the basis budget allows,
         :func:`.slq.probe_group_size`) to the current depth."""
         count = check_int(count, "count", minimum=1)
         lo = self.num_probes
-        hi = lo + count
-        Q0 = rademacher(self.op.dim, hi, self.seed, self.op.device)[:, lo:] / math.sqrt(self.op.dim)
         size = probe_group_size(self.op, count, self.max_steps, self.reorth, None)
         for start in range(0, count, size):
-            group = Lanczos(self.op, Q0[:, start : start + size], self.max_steps, self.reorth,
-                            breakdown_tol(self.op), initial=max(1, min(16, self.max_steps)))
+            k = min(size, count - start)
+            if self._resumed and self._resumed[0].K == k:
+                group = self._resumed.pop(0)  # a checkpoint's group: already run this far or more
+            else:
+                self._resumed.clear()  # grouped otherwise (another memory budget): run afresh
+                group = self._group(lo + start, lo + start + k)
             with guard(self.op):
                 group.run(self.depth)
             self.groups.append(group)

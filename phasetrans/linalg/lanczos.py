@@ -318,8 +318,10 @@ class Lanczos:
             saved = state.get("basis")
             n = min(steps + 1, self.capacity)
             if (not isinstance(saved, torch.Tensor) or saved.dtype != self.basis.dtype
-                    or tuple(saved.shape) != (self.K, n, self.dim) or n > self.basis.shape[1]):
+                    or tuple(saved.shape) != (self.K, n, self.dim)):
                 raise ValueError("checkpoint: Lanczos basis has the wrong shape or dtype")
+            if n > self.basis.shape[1]:  # a basis that grows (``initial``): room for the saved
+                self.basis = torch.empty(self.K, n, self.dim, dtype=_F64, device=self.basis.device)
             self.basis[:, :n] = saved.to(self.basis.device)
 
     def tridiagonal(self, k: int) -> tuple[np.ndarray, np.ndarray]:

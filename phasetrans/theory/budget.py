@@ -103,12 +103,17 @@ def adaptive_spectrum(
     H: Any, mag: MagnitudeCurve, eps: float, *, negative: Negative = "abs", zero_mass: float = 0.0,
     tolerance: float = 1e-3, num_steps: int | None = None, num_probes: int | None = None,
     max_steps: int = 180, max_probes: int = 10, min_probes: int = 2, first_depth: int = 10,
-    check_every: int = 10, max_products: int = 800, seed: int = 0,
+    check_every: int = 10, max_products: int = 800, seed: int = 0, checkpoint: Any = None,
 ) -> tuple[SpectralDensity, BudgetRecord]:
     """The SLQ spectrum of ``H`` grown until ``s*`` (root of ``s = Φ(R(s))`` with the magnitude
     curve ``mag``) is settled to ``tolerance`` (module docstring: bootstrap std over probes plus
     the largest move over the checked depths of the last third). ``num_steps`` / ``num_probes`` fix that dimension (only
-    the other grows); ``max_*`` cap the growth (``max_products``: probes × depth). Returns the spectrum and a :class:`BudgetRecord`."""
+    the other grows); ``max_*`` cap the growth (``max_products``: probes × depth). Returns the spectrum and a :class:`BudgetRecord`.
+
+    ``checkpoint``: a file path; the grown Lanczos state is written (atomically) after every
+    growth step (probes added or depth advanced), and an interrupted call with the same
+    arguments, weights and data resumes from it: the decisions are replayed on the saved
+    coefficients, bit for bit, and only the rest is run (at most one growth step is lost)."""
     tolerance = check_float(tolerance, "tolerance", minimum=0.0, strict_minimum=True)
     max_steps = check_int(num_steps if num_steps is not None else max_steps, "max_steps", minimum=1)
     max_products = check_int(max_products, "max_products", minimum=1)
@@ -121,8 +126,14 @@ def adaptive_spectrum(
     last = run.max_steps
     every = check_int(check_every, "check_every", minimum=1)
     depths = [last] if num_steps is not None else depth_checks(first_depth, last, every)
-    run.add_probes(probes)
-    run.advance(depths[0])
+    grow = _Growth(run, checkpoint, {
+        "tolerance": float(tolerance), "max_steps": max_steps, "max_probes": max_probes,
+        "min_probes": probes, "first_depth": depths[0], "check_every": every,
+        "max_products": max_products, "seed": seed, "eps": float(eps), "zero_mass": float(zero_mass),
+        "negative": str(negative), "fixed_steps": num_steps is not None,
+        "fixed_probes": num_probes is not None, "reorth": run.reorth})
+    grow.add_probes(probes)
+    grow.advance(depths[0])
     level, history = 0, []
     while True:
         density = run.density()
@@ -141,7 +152,7 @@ def adaptive_spectrum(
                             "products": run.products, "sparsity": s, "bootstrap_std": None,
                             "depth_change": float(change)})
             level += 1
-            run.advance(depths[level])
+            grow.advance(depths[level])
             continue
         std = _bootstrap_std(mag, density, eps, zero_mass, negative, seed) \
             if run.num_probes >= 2 else (0.0 if num_probes is not None else np.inf)
@@ -153,12 +164,45 @@ def adaptive_spectrum(
             break
         if can_deepen and (change >= std or not can_widen):
             level += 1
-            run.advance(depths[level])
+            grow.advance(depths[level])
         else:
-            run.add_probes(wider - run.num_probes)
+            grow.add_probes(wider - run.num_probes)
     record = BudgetRecord(run.num_probes, run.depth, run.products, float(s), float(std),
                           float(change), tolerance, bool(settled), history)
     return density, record
+
+
+class _Growth:
+    """The growth steps of ``run``, each followed by a checkpoint write when ``path`` is given
+    (resumed from it first: :meth:`GrowingSLQ.load`)."""
+
+    def __init__(self, run: GrowingSLQ, path: Any, settings: dict[str, Any]):
+        self.run, self.path = run, path
+        if path is None:
+            return
+        from .._io import check_path
+        from ..distributed import run_on_main_process
+        from ..linalg._checkpoint import grown_meta, load_grown_checkpoint
+
+        self.path = check_path(path, "checkpoint")
+        self.meta = grown_meta(run.op, settings)
+        state = run_on_main_process(lambda: load_grown_checkpoint(self.path, self.meta))
+        if state is not None:
+            run.load(state)
+
+    def _save(self) -> None:
+        if self.path is not None:
+            from ..linalg._checkpoint import save_grown_checkpoint
+
+            save_grown_checkpoint(self.path, self.meta, self.run.state())
+
+    def add_probes(self, count: int) -> None:
+        self.run.add_probes(count)
+        self._save()
+
+    def advance(self, steps: int) -> None:
+        self.run.advance(steps)
+        self._save()
 
 
 def _all_broken(run: GrowingSLQ) -> bool:
