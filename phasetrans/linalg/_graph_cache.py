@@ -1,5 +1,7 @@
 """Graph reuse for :class:`~phasetrans.linalg.hessian.HessianOperator`: kept per-batch gradient
-graphs, their memory, the state they are valid for, and the product of one graph with columns.
+graphs (or, for the feed-forward stacks of :mod:`._pearlmutter`, the batch's tape of forward and
+backward values in their place), their memory, the state they are valid for, and the product of
+one graph with columns.
 
 Each batch's gradient graph ``g_b = ∇L_b(w)`` (built with ``create_graph=True``) gives
 ``H_b v`` as one backward of ``g_b`` with ``grad_outputs = v`` (Pearlmutter 1994); keeping the

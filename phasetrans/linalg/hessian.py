@@ -91,9 +91,11 @@ class HessianOperator(Operator):
         slower unchunked), else all at once.
     cache_bytes : int, optional
         Memory budget, in bytes, for graph reuse: on the first product each batch's gradient
-        graph (its saved activations and backward intermediates) is kept, and every later product
-        is only the backward of the kept graphs -- about 2 gradient passes per column instead of
-        3 (Pearlmutter's product without redoing the forward and first backward). All or
+        graph (its saved activations and backward intermediates; for the written-out
+        feed-forward stacks, the batch's tape of forward and backward values) is kept, and every
+        later product is only the backward of the kept graphs -- about 2 gradient passes per
+        column instead of 3 (Pearlmutter's product without redoing the forward and first
+        backward; 1.0-1.5 for the written-out stacks). All or
         nothing: if the graphs of the whole data outgrow the budget, none is kept. Default
         (``None``): 1 GiB on CPU, a quarter of the free memory on a GPU. ``0`` turns it off. The
         kept graphs follow the model: a changed parameter or buffer (in place or replaced)
@@ -218,7 +220,7 @@ class HessianOperator(Operator):
 
     @property
     def cached_bytes(self) -> int:
-        """Bytes held by the kept gradient graphs (0 when none are kept)."""
+        """Bytes held by the kept gradient graphs or tapes (0 when none are kept)."""
         return self._cache.nbytes if self._cache is not None else 0
 
     def _state_key(self) -> tuple:
