@@ -196,7 +196,7 @@ def _hooked_model():
 
 
 @pytest.mark.parametrize("case", [
-    "label_smoothing", "class_weights", "sum_reduction", "linear_subclass", "forward_hook",
+    "label_smoothing", "class_weights", "sum_reduction", "ignore_index", "linear_subclass", "forward_hook",
     "batchnorm", "gelu", "method_backward", "pruned", "probability_targets",
 ])
 def test_other_forms_go_through_autograd_and_stay_exact(case):
@@ -212,6 +212,8 @@ def test_other_forms_go_through_autograd_and_stay_exact(case):
         loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5], dtype=DT))
     elif case == "sum_reduction":
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    elif case == "ignore_index":  # a class index the loss leaves out of its mean
+        loss_fn = nn.CrossEntropyLoss(ignore_index=1)
     elif case == "linear_subclass":
         model = net(MyLinear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     elif case == "forward_hook":
@@ -295,6 +297,8 @@ def test_flatten_first_and_mse_on_images():
     y = torch.randn(len(X), 2, dtype=DT, generator=torch.Generator().manual_seed(4))
     model = net(nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 2))
     check_exact(model, nn.MSELoss(), X, y)
+    model = net(nn.Tanh(), nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 2))
+    check_exact(model, nn.MSELoss(), X, y)  # a flatten after an activation: images still taken
 
 
 def test_plan_reads_the_structure():

@@ -103,7 +103,7 @@ def _loss_kind(loss_fn) -> str | None:
         return "mse"
     if type(loss_fn) is nn.CrossEntropyLoss and not _hooked(loss_fn):
         plain = (loss_fn.reduction == "mean" and loss_fn.weight is None
-                 and loss_fn.label_smoothing == 0.0)
+                 and loss_fn.label_smoothing == 0.0 and loss_fn.ignore_index < 0)
         return "ce" if plain else None
     if type(loss_fn) is nn.MSELoss and not _hooked(loss_fn) and loss_fn.reduction == "mean":
         return "mse"
@@ -168,13 +168,13 @@ def sequential_plan(model: nn.Module, loss_fn, param_names: list[str]) -> Plan |
         elif type(m) not in _SKIPPED:
             return None
     affine = [layer for layer in layers if layer[0] == "affine"]
-    if not affine or not set(param_names) <= owned:
+    if not affine or not param_names or not set(param_names) <= owned:
         return None
     first = affine[0][1]
     dims, width = (2, first.in_features) if type(first) is nn.Linear else (
         first.weight.dim(), first.in_channels)
-    if layers[0][0] == "pool":  # a pooling or flatten before the first affine layer: any shape
-        dims, width = 0, 0
+    if any(layer[0] == "pool" for layer in layers[:layers.index(affine[0])]):
+        dims, width = 0, 0  # a pooling or flatten before the first affine layer: any shape
     index = {n: i for i, n in enumerate(param_names)}
     lowest = min(i for i, layer in enumerate(layers)
                  if layer[0] == "affine" and (layer[2] in index or layer[3] in index))
