@@ -418,3 +418,21 @@ def test_the_projects_own_lenet_and_mlp_take_the_written_out_path(monkeypatch):
     mlp = pt.models.digits_mlp(hidden=(7,)).to(DT)
     X, y = images(n=23, shape=(64,))
     check_exact(mlp, nn.CrossEntropyLoss(), X, y)
+
+
+def test_channels_last_batches_and_models():
+    """Channels-last inputs, and a model whose convolution weights are channels-last: the tapes
+    are kept contiguous and the folded views taken where the layout allows, so the product is
+    the dense one still."""
+    X, y = images(shape=(3, 6, 6))
+    model = net(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3), nn.Tanh(),
+                nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    ref = dense_hessian(model, nn.CrossEntropyLoss(), batches_of(X, y), [n for n, _ in model.named_parameters()])
+    V = torch.randn(ref.shape[0], 3, dtype=DT, generator=torch.Generator().manual_seed(5))
+    Xc = X.to(memory_format=torch.channels_last)
+    import copy
+
+    for m in (model, copy.deepcopy(model).to(memory_format=torch.channels_last)):
+        H = pt.HessianOperator(m, nn.CrossEntropyLoss(), batches_of(Xc, y), params="all")
+        got = H @ V
+        assert used_tapes(H) and float((got - ref @ V).norm() / (ref @ V).norm()) <= REL

@@ -210,14 +210,14 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
     B = inputs.shape[0]
     tape = Tape()
     values, grads = [], [None] * len(plan.layers)
-    z = inputs
+    z = inputs.contiguous()  # channels-last batches: the R-passes fold views of these
     with torch.no_grad():
         try:
             for layer in plan.layers:
                 if layer[0] == "affine":
                     W = weights[layer[2]]
                     values.append((z, W))
-                    z = affine(layer[1], z, W, weights[layer[3]] if layer[3] else None)
+                    z = affine(layer[1], z, W, weights[layer[3]] if layer[3] else None).contiguous()
                 elif layer[0] == "act":
                     out = activation(layer[1], z)
                     values.append(list(derivatives(layer[1], z, out)))  # [σ', σ''] -> [σ', σ''⊙g]
@@ -325,7 +325,7 @@ def _forward_affine(m, z, W, Rz, cols, B, K):
         if not linear:  # the bias spreads over the output positions
             r = r.expand(B, Vb.numel(), *affine(m, z[:1], W, None).shape[2:])
         r = r.contiguous()
-    r = None if r is None else r.view(B * K, W.shape[0], *r.shape[2:])
+    r = None if r is None else r.reshape(B * K, W.shape[0], *r.shape[2:])
     if Rz is not None:
         if linear and r is not None:
             r.addmm_(Rz, W.T)
@@ -415,12 +415,12 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
                 if Vb is not None:
                     hv, hb = hv
                     pieces[plan.index[layer[3]]].add_(hb.view(K, o), alpha=size)
-                hv = hv.view(K, o, *W.shape[1:])
+                hv = hv.reshape(K, o, *W.shape[1:])
                 if saved[i] is not None and type(m) is nn.Linear:  # K matmuls into hv
                     hv.baddbmm_(g.T.expand(K, o, B), saved[i].view(B, K, n_in).transpose(0, 1))
                 elif saved[i] is not None:
                     Rz_wide = saved[i].reshape(B, K * n_in, *saved[i].shape[2:])
-                    hv2 = weight_grad(m, g, Rz_wide, VWt).view(o, K, *W.shape[1:])
+                    hv2 = weight_grad(m, g, Rz_wide, VWt).reshape(o, K, *W.shape[1:])
                     hv.add_(hv2.transpose(0, 1))
                 pieces[plan.index[layer[2]]].add_(hv, alpha=size)
             elif Vb is not None:
