@@ -153,14 +153,15 @@ def lenet(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> 
     return LeNet(in_channels, num_classes, image_size)
 
 
-class VGGSmall(nn.Module):
+class VGGSmall(nn.Sequential):
     """Six 3×3 conv layers ``[w, w, M, 2w, 2w, M, 4w, 4w, M]`` (optional BN), global average
-    pooling, one Linear ``4w → num_classes``. Any input size ≥ 8."""
+    pooling, one Linear ``4w → num_classes``. Any input size ≥ 8. A sequential of ``features``,
+    ``pool``, ``flatten`` and ``classifier`` (parameter names ``features.0.weight``, ...), so that
+    its Hessian products take the written-out path (:mod:`phasetrans.linalg._pearlmutter`)."""
 
     def __init__(
         self, num_classes: int = 10, in_channels: int = 3, batchnorm: bool = True, width: int = 32
     ) -> None:
-        super().__init__()
         num_classes = check_int(num_classes, "num_classes", minimum=1)
         in_channels = check_int(in_channels, "in_channels", minimum=1)
         check_bool(batchnorm, "batchnorm")
@@ -176,12 +177,8 @@ class VGGSmall(nn.Module):
                 layers.append(nn.BatchNorm2d(out))
             layers.append(nn.ReLU())
             c = out
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        super().__init__(OrderedDict(features=nn.Sequential(*layers), pool=nn.AdaptiveAvgPool2d(1),
+                                     flatten=nn.Flatten(), classifier=nn.Linear(c, num_classes)))
 
 
 def vgg_small(

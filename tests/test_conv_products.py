@@ -1,5 +1,7 @@
 """Hessian products through convolutions (``linalg/_conv_rules.py``): the columns of ``H @ V``
-batched through the kept gradient graphs, against dense float64 ``torch.func.hessian``."""
+batched through the kept gradient graphs, against dense float64 ``torch.func.hessian``. The
+autograd path (``method="backward"``): sequential stacks take the written-out product under
+``"auto"`` (``tests/test_pearlmutter.py``)."""
 
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def test_batched_columns_through_convolutions_match_dense_hessian(name, spy):
     make, shape = MODELS[name]
     model, data = make(), batches(shape)
     dense = dense_hessian(model, data)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", method="backward")
     g = torch.Generator().manual_seed(7)
     for K in (1, 3, 8, 3):  # the first product builds the graphs, the later ones reuse them
         V = torch.randn(H.dim, K, generator=g, dtype=DT)
@@ -134,12 +136,13 @@ def test_chunked_columns_and_the_loop_agree_with_dense(monkeypatch, spy):
     model, data = conv2d_model(), batches(MODELS["conv2d"][1])
     dense = dense_hessian(model, data)
     V = torch.randn(sum(p.numel() for p in model.parameters()), 8, dtype=DT)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", chunk_size=3)
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", chunk_size=3,
+                           method="backward")
     assert relerr(H @ V, dense @ V) < REL and relerr(H @ V, dense @ V) < REL
     assert spy["batched"] == 2 * 3 * len(data)  # chunks of 3, 3 and 2 columns
     # graphs whose convolutions are too large for a batched copy loop over the columns
     monkeypatch.setattr(_conv_rules, "COLUMN_BYTES", 1)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", method="backward")
     assert relerr(H @ V, dense @ V) < REL and relerr(H @ V, dense @ V) < REL
     assert H._columns == (False, None) and spy["batched"] == 2 * 3 * len(data)
 
@@ -148,7 +151,7 @@ def test_chunked_columns_and_the_loop_agree_with_dense(monkeypatch, spy):
 def test_convolutions_not_taken_over_loop_and_stay_exact(make, shape, spy):
     model, data = make(), batches(shape)
     dense = dense_hessian(model, data)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", method="backward")
     V = torch.randn(H.dim, 3, dtype=DT)
     assert relerr(H @ V, dense @ V) < REL and relerr(H @ V, dense @ V) < REL
     assert H._columns == (False, None) and spy["batched"] == 0
@@ -162,7 +165,7 @@ def test_a_graph_that_cannot_run_batched_falls_back_to_the_loop(monkeypatch, spy
         raise RuntimeError("vmap: no batching rule")
 
     monkeypatch.setattr(torch.func, "vmap", refuse)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", method="backward")
     V = torch.randn(H.dim, 4, dtype=DT)
     assert relerr(H @ V, dense @ V) < REL
     assert spy == {"batched": 0, "fallback": len(data)}
@@ -191,11 +194,11 @@ def test_the_choice_follows_the_largest_batch_of_the_pass(monkeypatch, spy):
     # turn the batched backward on for the others)
     model, data = conv2d_model(), batches(MODELS["conv2d"][1], sizes=(5, 1))
     monkeypatch.setattr(_conv_rules, "COLUMN_BYTES", 8000)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", method="backward")
     V = torch.randn(H.dim, 4, dtype=DT)
     assert relerr(H @ V, dense_hessian(model, data) @ V) < REL
     assert H._columns == (False, None) and spy["batched"] == 0
     monkeypatch.setattr(_conv_rules, "COLUMN_BYTES", 4 * 8400)
-    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all")
+    H = pt.HessianOperator(model, nn.functional.cross_entropy, data, params="all", method="backward")
     H @ V
     assert H._columns == ("vmap", 4)

@@ -197,7 +197,7 @@ def _hooked_model():
 
 @pytest.mark.parametrize("case", [
     "label_smoothing", "class_weights", "sum_reduction", "ignore_index", "linear_subclass", "forward_hook",
-    "batchnorm", "gelu", "method_backward", "pruned", "probability_targets",
+    "elu", "gelu", "method_backward", "pruned", "probability_targets",
 ])
 def test_other_forms_go_through_autograd_and_stay_exact(case):
     """Each of these is not the written-out form: no plan (or no tape for the batch), and the
@@ -218,8 +218,8 @@ def test_other_forms_go_through_autograd_and_stay_exact(case):
         model = net(MyLinear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     elif case == "forward_hook":
         model = _hooked_model()
-    elif case == "batchnorm":
-        model = net(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    elif case == "elu":
+        model = net(nn.Linear(6, 8), nn.ELU(), nn.Linear(8, 3))
     elif case == "gelu":
         model = net(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 3))
     elif case == "method_backward":
@@ -316,7 +316,10 @@ def test_plan_reads_the_structure():
                   nn.MaxPool2d(2)):
         assert sequential_plan(net(other, nn.Flatten(), nn.LazyLinear(3)), F.cross_entropy, []) is None
     bn = net(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
-    assert sequential_plan(bn, F.cross_entropy, ["0.weight"]) is None
+    assert [layer[0] for layer in sequential_plan(bn, F.cross_entropy, ["0.weight"]).layers] == [
+        "affine", "norm", "affine"]
+    ln = net(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    assert sequential_plan(ln, F.cross_entropy, ["0.weight"]) is None
 
 
 @pytest.mark.parametrize("rows_bytes", [1, 2000])
@@ -436,3 +439,64 @@ def test_channels_last_batches_and_models():
         H = pt.HessianOperator(m, nn.CrossEntropyLoss(), batches_of(Xc, y), params="all")
         got = H @ V
         assert used_tapes(H) and float((got - ref @ V).norm() / (ref @ V).norm()) <= REL
+
+
+def _with_statistics(model):
+    """Non-trivial running statistics and affine parameters in every batch norm."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g, dtype=DT) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=DT) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(m.num_features, generator=g, dtype=DT) + 0.5)
+                    m.bias.copy_(torch.rand(m.num_features, generator=g, dtype=DT) - 0.5)
+    return model
+
+
+@pytest.mark.parametrize("params", ["all", None, ["1.weight"], ["1.bias", "3.weight"],
+                                    ["9.weight", "11.bias"], ["9.bias"]])
+def test_eval_mode_batch_norms_against_the_dense_hessian(params):
+    """BatchNorm in eval mode (the operator's default): a per-channel affine map of fixed
+    statistics, its γ and β selectable, at the lowest selected layer or above it."""
+    X, y = images(shape=(2, 6, 6))
+    model = _with_statistics(net(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3),
+                                 nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Tanh(), nn.BatchNorm2d(4, affine=False),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
+                                 nn.BatchNorm1d(5), nn.Sigmoid(), nn.Linear(5, 3)))
+    model.train()  # the operator's passes put the norms in eval mode themselves
+    H = check_exact(model, nn.CrossEntropyLoss(), X, y, params=params)
+    assert model.training and H._plan is not None
+
+
+def test_batch_norm_first_and_slices(monkeypatch):
+    from phasetrans.linalg import _pearlmutter
+
+    monkeypatch.setattr(_pearlmutter, "ROW_BYTES", 1)
+    X, y = data()
+    model = _with_statistics(net(nn.BatchNorm1d(6), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)))
+    check_exact(model, nn.CrossEntropyLoss(), X, y)
+    check_exact(model, nn.CrossEntropyLoss(), X, y, params=["0.weight", "0.bias"])
+
+
+def test_batch_norm_in_train_mode_or_without_statistics_goes_to_autograd():
+    X, y = data()
+    model = _with_statistics(net(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)))
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches_of(X, y), params="all",
+                           batchnorm="train")
+    assert H._plan is None
+    stats_free = net(nn.Linear(6, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.Linear(8, 3))
+    assert sequential_plan(stats_free, F.cross_entropy, ["0.weight"]) is None
+    extra = net(nn.Linear(6, 8), nn.Linear(8, 3))
+    extra.register_buffer("scale", torch.ones(1, dtype=DT))
+    assert sequential_plan(extra, F.cross_entropy, ["0.weight"]) is None
+
+
+def test_the_projects_vgg_small_takes_the_written_out_path():
+    """``pt.models.vgg_small`` (convolutions, eval-mode batch norms, max pooling, global average
+    pooling) against the dense Hessian on a narrow one."""
+    torch.manual_seed(0)
+    model = _with_statistics(pt.models.vgg_small(num_classes=3, in_channels=1, width=2).to(DT))
+    X, y = images(n=12, shape=(1, 8, 8))
+    check_exact(model, nn.CrossEntropyLoss(), X, y)

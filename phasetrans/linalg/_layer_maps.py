@@ -14,7 +14,8 @@ from torch import nn
 
 __all__ = ["ACTIVATIONS", "POOLS", "MAXPOOLS", "CONVS", "activation", "derivatives", "affine",
            "weight_grad", "input_grad", "max_pool", "gather_maxima", "scatter_maxima", "pool",
-           "pool_adjoint", "conv_args", "pool_matrix"]
+           "pool_adjoint", "conv_args", "pool_matrix", "NORMS", "per_channel", "norm_forward",
+           "norm_r_forward", "norm_r_backward"]
 
 #: activations with their first and second derivatives (exact types)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
@@ -23,6 +24,8 @@ POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Fl
          nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: batch norms in eval mode (running statistics): ``y = γ x̂ + β``, ``x̂ = (x − μ) / sqrt(σ² + ε)``
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def activation(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
@@ -181,3 +184,58 @@ def pool_matrix(m: nn.Module, shape, dtype: torch.dtype, device: torch.device) -
     eye = torch.eye(n, dtype=dtype, device=device).view(n, 1, *spatial)
     P = pool(m, eye).reshape(n, -1)
     return P if P.shape[1] <= POOL_MATRIX_OUTPUTS else None
+
+
+def per_channel(c: torch.Tensor, dims: int, folded: int = 0) -> torch.Tensor:
+    """A per-channel vector ``c`` shaped to broadcast over a ``dims``-dimensional
+    ``(N, C, ...)`` tensor (with ``folded`` extra leading dimensions: ``(N, K, C, ...)``)."""
+    return c.view(*([1] * (1 + folded)), -1, *([1] * (dims - 2)))
+
+
+def norm_forward(m: nn.Module, z: torch.Tensor, gamma, beta, mean, var):
+    """An eval-mode batch norm of ``z`` and what its R-passes keep: ``(x̂, 1/σ, γ/σ)``."""
+    invstd = torch.rsqrt(var + m.eps)
+    xhat = (z - per_channel(mean, z.dim())) * per_channel(invstd, z.dim())
+    scale = invstd if gamma is None else gamma * invstd
+    out = xhat if gamma is None else xhat * per_channel(gamma, z.dim())
+    if beta is not None:
+        out = out + per_channel(beta, z.dim())
+    return out, (xhat, invstd, scale)
+
+
+def norm_r_forward(values, Rz, Vg, Vb, B: int, K: int) -> torch.Tensor:
+    """``R{y} = (γ/σ) R{x} + V_γ x̂ + V_β``, folded ``(B·K, C, ...)`` (``Rz`` folded or ``None``;
+    ``V_γ``, ``V_β`` ``(K, C)`` or ``None``)."""
+    xhat, _, scale = values
+    d = xhat.dim()
+    shape = (B * K, *xhat.shape[1:])
+    r = None if Rz is None else Rz * per_channel(scale, d)
+    if Vg is not None:
+        t = (xhat.unsqueeze(1) * Vg.view(1, K, -1, *([1] * (d - 2)))).reshape(shape)
+        r = t if r is None else r.add_(t)
+    if Vb is not None:
+        t = Vb.view(1, K, -1, *([1] * (d - 2)))
+        r = t.expand(B, K, *xhat.shape[1:]).reshape(shape) if r is None else (
+            r.reshape(B, K, *xhat.shape[1:]).add_(t).reshape(shape))
+    return r
+
+
+def norm_r_backward(values, Rg, g, Rz_in, Vg, Vb, B: int, K: int, below: bool):
+    """``(H v)_γ = Σ R{g} x̂ + g R{x}/σ``, ``(H v)_β = Σ R{g}`` (``(K, C)``, ``None`` when not
+    selected) and, when ``below``, ``R{g_in} = (γ/σ) R{g} + g V_γ / σ`` (folded; else ``None``)."""
+    xhat, invstd, scale = values
+    C = xhat.shape[1]
+    Rg4 = Rg.reshape(B, K, C, -1)
+    hv_g = hv_b = Rg_in = None
+    if Vg is not None:
+        hv_g = (Rg4 * xhat.reshape(B, 1, C, -1)).sum((0, 3))
+        if Rz_in is not None:
+            hv_g += (g.reshape(B, 1, C, -1) * Rz_in.reshape(B, K, C, -1)).sum((0, 3)) * invstd
+    if Vb is not None:
+        hv_b = Rg4.sum((0, 3))
+    if below:
+        Rg_in = Rg4 * scale.view(1, 1, C, 1)
+        if Vg is not None:
+            Rg_in += g.reshape(B, 1, C, -1) * (Vg * invstd).view(1, K, C, 1)
+        Rg_in = Rg_in.view(Rg.shape)
+    return hv_g, hv_b, Rg_in

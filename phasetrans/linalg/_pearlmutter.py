@@ -1,7 +1,7 @@
 """Pearlmutter's R-operator written out for feed-forward stacks: the exact batch Hessian product
-``H_b V`` of ``K`` columns for an ``nn.Sequential`` of linear and convolution layers,
-elementwise activations, average pooling and ``nn.Flatten``, under cross-entropy or
-mean-squared error, without an autograd graph.
+``H_b V`` of ``K`` columns for an ``nn.Sequential`` of linear and convolution layers, eval-mode
+batch norms, elementwise activations, average and max pooling and ``nn.Flatten``, under
+cross-entropy or mean-squared error, without an autograd graph.
 
 Reference: Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 6 (1994),
 §4 (the R-operator of a feed-forward network); THEORY §6. With ``z_0`` the inputs, an affine layer
@@ -44,6 +44,7 @@ from ._layer_maps import (
     ACTIVATIONS,
     CONVS,
     MAXPOOLS,
+    NORMS,
     POOLS,
     activation,
     affine,
@@ -52,6 +53,10 @@ from ._layer_maps import (
     gather_maxima,
     input_grad,
     max_pool,
+    norm_forward,
+    norm_r_backward,
+    norm_r_forward,
+    per_channel,
     pool,
     pool_adjoint,
     pool_matrix,
@@ -142,22 +147,26 @@ def sequential_plan(model: nn.Module, loss_fn, param_names: list[str]) -> Plan |
     """The :class:`Plan` of ``model`` under ``loss_fn`` with ``param_names`` selected, or
     ``None`` when it is not of the form: an ``nn.Sequential`` (nested ones opened; subclasses
     that keep its ``forward``) of exactly ``nn.Linear``, ``nn.Conv1d/2d/3d`` (one group, zero
-    padding given as numbers), :data:`ACTIVATIONS`, :data:`POOLS` (``nn.Flatten`` from dimension
-    1 to the last), ``nn.Identity`` and ``nn.Dropout``; no buffers, hooks, parametrisations or
-    overridden ``forward``;
+    padding given as numbers), :data:`NORMS` with running statistics (the operator's passes run
+    them in eval mode; ``batchnorm="train"`` never gets here), :data:`ACTIVATIONS`,
+    :data:`POOLS` (``nn.Flatten`` from dimension 1 to the last), ``nn.Identity`` and
+    ``nn.Dropout``; no other buffers, no hooks, parametrisations or overridden ``forward``;
     ``loss_fn`` ``nn.CrossEntropyLoss()`` or ``nn.MSELoss()`` (mean, no class weights, no label
     smoothing) or ``F.cross_entropy`` / ``F.mse_loss``; every selected parameter a weight or bias
     of one of the affine layers."""
     loss = _loss_kind(loss_fn)
     if loss is None or not _plain_sequential(model) or _global_hooks():
         return None
-    if any(True for _ in model.buffers()):
-        return None
-    layers, owned = [], set()
+    layers, owned, buffers = [], set(), set()
     for name, m in _leaves(model):
         if _hooked(m):
             return None
-        if type(m) is nn.Linear or (type(m) in CONVS and _plain_conv(m)):
+        if type(m) in NORMS and m.track_running_stats and m.running_mean is not None:
+            names = [f"{name}.{k}" if getattr(m, k) is not None else None for k in ("weight", "bias")]
+            layers.append(("norm", m, *names, f"{name}.running_mean", f"{name}.running_var"))
+            owned.update(n for n in names if n)
+            buffers.update(f"{name}.{k}" for k in ("running_mean", "running_var", "num_batches_tracked"))
+        elif type(m) is nn.Linear or (type(m) in CONVS and _plain_conv(m)):
             bias = f"{name}.bias" if m.bias is not None else None
             layers.append(("affine", m, f"{name}.weight", bias))
             owned.update(n for n in (f"{name}.weight", bias) if n)
@@ -167,17 +176,19 @@ def sequential_plan(model: nn.Module, loss_fn, param_names: list[str]) -> Plan |
             layers.append(("pool", m))
         elif type(m) not in _SKIPPED:
             return None
+    if any(n not in buffers for n, _ in model.named_buffers()):
+        return None  # buffers other than the running statistics of eval-mode batch norms
     affine = [layer for layer in layers if layer[0] == "affine"]
     if not affine or not param_names or not set(param_names) <= owned:
         return None
     first = affine[0][1]
     dims, width = (2, first.in_features) if type(first) is nn.Linear else (
         first.weight.dim(), first.in_channels)
-    if any(layer[0] == "pool" for layer in layers[:layers.index(affine[0])]):
-        dims, width = 0, 0  # a pooling or flatten before the first affine layer: any shape
+    if any(layer[0] in ("pool", "norm") for layer in layers[:layers.index(affine[0])]):
+        dims, width = 0, 0  # a pooling, flatten or norm before the first affine layer: any shape
     index = {n: i for i, n in enumerate(param_names)}
     lowest = min(i for i, layer in enumerate(layers)
-                 if layer[0] == "affine" and (layer[2] in index or layer[3] in index))
+                 if layer[0] in ("affine", "norm") and (layer[2] in index or layer[3] in index))
     return Plan(tuple(layers), loss, affine[0][2], dims, width, index, lowest)
 
 
@@ -218,6 +229,9 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                     W = weights[layer[2]]
                     values.append((z, W))
                     z = affine(layer[1], z, W, weights[layer[3]] if layer[3] else None).contiguous()
+                elif layer[0] == "norm":
+                    z, v = norm_forward(layer[1], z, *(weights[n] if n else None for n in layer[2:]))
+                    values.append(v)
                 elif layer[0] == "act":
                     out = activation(layer[1], z)
                     values.append(list(derivatives(layer[1], z, out)))  # [σ', σ''] -> [σ', σ''⊙g]
@@ -260,6 +274,9 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                 if i > plan.lowest:
                     z_in, W = values[i]
                     g = input_grad(plan.layers[i][1], g, z_in, W)
+            elif kind == "norm":
+                grads[i] = g
+                g = g * per_channel(values[i][2], g.dim())
             elif kind == "act":
                 d1, d2 = values[i]
                 if d2 is not None:
@@ -271,7 +288,7 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                      else scatter_maxima(g, idx, (B, *shape), B))
     nbytes = _nbytes(tape.probs) + sum(_nbytes(t) for t in grads)
     for layer, v in zip(plan.layers, values):
-        if layer[0] == "affine" and v[0] is not inputs:
+        if layer[0] in ("affine", "norm") and v[0] is not inputs:
             nbytes += _nbytes(v[0])
         elif layer[0] == "act":
             nbytes += _nbytes(v[0]) + _nbytes(v[1])
@@ -281,7 +298,7 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
     # bytes of one sample's widest activation (an R-quantity is K of them per sample)
     tape.widest = max(_nbytes(g) for g in grads if g is not None) // B
     for layer, v in zip(plan.layers, values):
-        if layer[0] == "affine":
+        if layer[0] in ("affine", "norm"):
             tape.widest = max(tape.widest, _nbytes(v[0]) // B)
     return tape
 
@@ -294,6 +311,9 @@ def columns(plan: Plan, blocks: list) -> list:
     per product)."""
     out = []
     for layer in plan.layers:
+        if layer[0] == "norm":  # (V_γ, V_β) as (K, C)
+            out.append(tuple(blocks[plan.index[n]] if n in plan.index else None for n in layer[2:4]))
+            continue
         if layer[0] != "affine":
             out.append(None)
             continue
@@ -357,8 +377,8 @@ def _rows(plan: Plan, values: list, lo: int, hi: int) -> list:
     """A tape's per-layer values for samples ``lo..hi-1`` (views; the weights whole)."""
     out = []
     for layer, v in zip(plan.layers, values):
-        if layer[0] == "affine":
-            out.append((v[0][lo:hi], v[1]))
+        if layer[0] in ("affine", "norm"):
+            out.append((v[0][lo:hi], *v[1:]))
         elif layer[0] == "act":
             out.append([None if t is None else t[lo:hi] for t in v])
         else:  # a pooling's per-sample input shape and maxima
@@ -383,6 +403,8 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
         if layer[0] == "affine":
             z, W = values[i]
             Rz = _forward_affine(layer[1], z, W, Rz, cols[i], B, K)
+        elif layer[0] == "norm":
+            Rz = norm_r_forward(values[i], Rz, *cols[i], B, K)
         elif layer[0] == "act":
             d1, d2g = values[i]
             if d2g is None and Rz.is_contiguous():  # R{a} is not needed again: in place
@@ -427,6 +449,14 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
                 pieces[plan.index[layer[3]]].add_(Rg.reshape(B, K, o, -1).sum((0, 3)), alpha=size)
             if i > plan.lowest:
                 Rg = _backward_affine(m, Rg, g, W, VWt, saved[i], z, B, K)
+        elif layer[0] == "norm":
+            Vg, Vb = cols[i]
+            hv_g, hv_b, Rg = norm_r_backward(values[i], Rg, grads[i], saved[i], Vg, Vb, B, K,
+                                             i > plan.lowest)
+            if hv_g is not None:
+                pieces[plan.index[layer[2]]].add_(hv_g, alpha=size)
+            if hv_b is not None:
+                pieces[plan.index[layer[3]]].add_(hv_b, alpha=size)
         elif layer[0] == "act":
             d1, d2g = values[i]
             if not Rg.is_contiguous():

@@ -75,8 +75,9 @@ class HessianOperator(Operator):
         across products when they fit in ``cache_bytes`` (graph reuse). ``"auto"``: the cached
         graphs whenever they fit; otherwise, per product, ``"backward"`` for one column and
         ``"func"`` for several (measured in ``bench/hvp_methods.py``, docs/BENCHMARKS.md);
-        and for an ``nn.Sequential`` of ``nn.Linear`` / ``nn.Conv1d-3d`` layers, ReLU /
-        LeakyReLU / Tanh / Sigmoid / Softplus, adaptive average pooling and ``nn.Flatten`` under
+        and for an ``nn.Sequential`` of ``nn.Linear`` / ``nn.Conv1d-3d`` layers, eval-mode
+        BatchNorm, ReLU / LeakyReLU / Tanh / Sigmoid / Softplus, average and max pooling and
+        ``nn.Flatten`` under
         ``nn.CrossEntropyLoss()`` or ``nn.MSELoss()``, Pearlmutter's R-operator written out
         (:mod:`._pearlmutter`: the same exact product without autograd, six matmuls or
         convolutions per layer and column, the per-batch values kept like the graphs).
