@@ -500,3 +500,25 @@ def test_the_projects_vgg_small_takes_the_written_out_path():
     model = _with_statistics(pt.models.vgg_small(num_classes=3, in_channels=1, width=2).to(DT))
     X, y = images(n=12, shape=(1, 8, 8))
     check_exact(model, nn.CrossEntropyLoss(), X, y)
+
+
+def test_a_hook_added_after_the_first_product_is_seen():
+    """The form is read again at every product: a forward hook registered after the tapes were
+    kept sends the next product through autograd, with the hook's effect."""
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    X, y = data()
+    batches = batches_of(X, y)
+    H = pt.HessianOperator(model, nn.CrossEntropyLoss(), batches, params="all")
+    V = torch.randn(H.dim, 2, dtype=DT, generator=torch.Generator().manual_seed(5))
+    H @ V
+    assert used_tapes(H)
+    handle = model[2].register_forward_hook(lambda m, i, o: o * 3.0)
+    got = H @ V
+    assert H._plan is None and not used_tapes(H)
+    ref = dense_hessian(model, nn.CrossEntropyLoss(), batches, H.param_names) @ V
+    assert float((got - ref).norm() / ref.norm()) <= 1e-10
+    handle.remove()
+    again = H @ V
+    assert used_tapes(H)
+    ref = dense_hessian(model, nn.CrossEntropyLoss(), batches, H.param_names) @ V
+    assert float((again - ref).norm() / ref.norm()) <= REL

@@ -241,6 +241,10 @@ class HessianOperator(Operator):
         key = self._state_key()
         if self._cache is not None and (self._cache.key != key or not self._cache.matches(self.model)):
             self._cache = None
+        if self.method == "auto":  # the model's form now (a hook added since, a layer swapped)
+            plan = sequential_plan(self.model, self.loss_fn, self.param_names)
+            if plan != self._plan:
+                self._plan, self._cache = plan, None
         if self._cache_refused_key is not None and self._cache_refused_key != key:
             self._cache_refused_key = None
         budget = (
