@@ -522,3 +522,28 @@ def test_a_hook_added_after_the_first_product_is_seen():
     assert used_tapes(H)
     ref = dense_hessian(model, nn.CrossEntropyLoss(), batches, H.param_names) @ V
     assert float((again - ref).norm() / ref.norm()) <= REL
+
+
+def test_slices_follow_the_device(monkeypatch):
+    """On CPU the batch is cut by ROW_BYTES, on an accelerator by DEVICE_ROW_BYTES (no
+    accelerator here: the kept tape's device is set by hand, and the rule reads it)."""
+    from phasetrans.linalg import _pearlmutter
+
+    seen = []
+    original = _pearlmutter._rows_product
+    monkeypatch.setattr(_pearlmutter, "_rows_product",
+                        lambda *a: (seen.append(a[-1] - a[-2]), original(*a))[1])
+    monkeypatch.setattr(_pearlmutter, "ROW_BYTES", 1)
+    model = net(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3), nn.Sigmoid())
+    X, _ = data()
+    y = torch.rand(len(X), 3, dtype=DT, generator=torch.Generator().manual_seed(3))
+    H = pt.HessianOperator(model, nn.MSELoss(), batches_of(X, y), params="all")
+    H @ torch.ones(H.dim, 2, dtype=DT)
+    assert seen and set(seen) == {1}
+    tape = H._cache.entries[0][2]
+    tape.device = torch.device("cuda")  # the accelerator's bound: one slice
+    seen.clear()
+    _pearlmutter.tape_product(H._plan, tape, _pearlmutter.columns(H._plan, [
+        torch.ones(2, *p.shape, dtype=DT) for p in model.parameters()]),
+        [torch.zeros(2, *p.shape, dtype=DT) for p in model.parameters()], 1.0, 2)
+    assert seen == [tape.size]

@@ -64,7 +64,8 @@ from ._layer_maps import (
     weight_grad,
 )
 
-__all__ = ["Plan", "Tape", "sequential_plan", "record", "columns", "tape_product", "ROW_BYTES"]
+__all__ = ["Plan", "Tape", "sequential_plan", "record", "columns", "tape_product", "ROW_BYTES",
+           "DEVICE_ROW_BYTES"]
 
 #: the identity in the operator's eval-mode passes: skipped
 _SKIPPED = (nn.Identity, nn.Dropout)
@@ -198,7 +199,7 @@ class Tape:
     layer's output, the softmax (cross-entropy); ``loss`` (a 0-d tensor) and ``nbytes`` (the
     memory it holds beyond the batch and the model)."""
 
-    __slots__ = ("values", "grads", "probs", "size", "numel", "loss", "nbytes", "widest")
+    __slots__ = ("values", "grads", "probs", "size", "numel", "loss", "nbytes", "widest", "device")
 
 
 def _nbytes(t: torch.Tensor | None) -> int:
@@ -295,6 +296,7 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
         else:
             nbytes += _nbytes(v[1])
     tape.values, tape.grads, tape.size, tape.nbytes = values, grads, B, nbytes
+    tape.device = inputs.device
     # bytes of one sample's widest activation (an R-quantity is K of them per sample)
     tape.widest = max(_nbytes(g) for g in grads if g is not None) // B
     for layer, v in zip(plan.layers, values):
@@ -362,7 +364,8 @@ def tape_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float, 
     R-passes of the module docstring, the ``K`` columns in every operation, over slices of the
     batch's samples whose widest R-quantity stays under :data:`ROW_BYTES` (the product is a
     sum over samples)."""
-    rows = max(1, ROW_BYTES // max(1, K * tape.widest))
+    limit = ROW_BYTES if tape.device.type == "cpu" else DEVICE_ROW_BYTES
+    rows = max(1, limit // max(1, K * tape.widest))
     for lo in range(0, tape.size, rows):
         _rows_product(plan, tape, cols, pieces, size, K, lo, min(tape.size, lo + rows))
 
@@ -371,6 +374,9 @@ def tape_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float, 
 #: past a few MiB each fresh tensor is a fresh ``mmap`` whose pages fault in on first write, and
 #: glibc trims its heap around them (docs/BENCHMARKS.md §0)
 ROW_BYTES = 4 << 20
+#: the same bound on an accelerator, whose caching allocator has no such cost: only a memory
+#: bound (not measured yet, docs/BENCHMARKS.md §7)
+DEVICE_ROW_BYTES = 256 << 20
 
 
 def _rows(plan: Plan, values: list, lo: int, hi: int) -> list:
