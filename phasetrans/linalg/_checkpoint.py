@@ -206,15 +206,19 @@ def slq_meta(op: Operator, num_steps: int, num_probes: int, seed: int, reorth: s
     groups). For a HessianOperator also ``data`` (SHA-256 of every batch) and ``losses`` (the
     per-batch losses at the current weights: they differ when ``loss_fn`` does): one forward
     pass over the data (:meth:`HessianOperator.data_fingerprint`)."""
-    meta = {
-        "dim": int(op.dim), "dtype": str(op.dtype), "num_steps": num_steps,
-        "num_probes": num_probes, "seed": seed, "reorth": reorth,
-        "tol": float(tol), "operator": operator_fingerprint(op),
-    }
-    if hasattr(op, "data_fingerprint"):
-        meta["data"], meta["losses"] = op.data_fingerprint()
+    meta = {**_operator_meta(op), "num_steps": num_steps, "num_probes": num_probes, "seed": seed,
+            "reorth": reorth, "tol": float(tol)}
     if group < num_probes:
         meta["probe_group"] = group
+    return meta
+
+
+def _operator_meta(op: Operator) -> dict[str, Any]:
+    """The operator a checkpoint belongs to: dim, dtype, :func:`operator_fingerprint` and, for a
+    HessianOperator, ``data`` and ``losses`` (:meth:`HessianOperator.data_fingerprint`)."""
+    meta = {"dim": int(op.dim), "dtype": str(op.dtype), "operator": operator_fingerprint(op)}
+    if hasattr(op, "data_fingerprint"):
+        meta["data"], meta["losses"] = op.data_fingerprint()
     return meta
 
 
@@ -266,14 +270,9 @@ def run_with_checkpoints(lanczos: Lanczos, path: Any, meta: dict, state: dict | 
 
 def grown_meta(op: Operator, settings: dict[str, Any]) -> dict[str, Any]:
     """What a grown-SLQ checkpoint must match: the operator (dim, dtype, weights' fingerprint,
-    breakdown tolerance, data and loss as in :func:`slq_meta`) and every setting of the adaptive
-    budget that steers its growth (``settings``: tolerance, caps, seed, ε, ...)."""
-    meta = slq_meta(op, 0, 0, settings.get("seed", 0), settings.get("reorth", "full"),
-                    settings.get("tol", 0.0), 1)
-    for key in ("num_steps", "num_probes", "tol"):
-        meta.pop(key, None)
-    meta.update(settings)
-    return meta
+    data and loss as in :func:`slq_meta`) and every setting of the adaptive budget that steers
+    its growth (``settings``: tolerance, caps, seed, ε, ...)."""
+    return {**_operator_meta(op), **settings}
 
 
 def load_grown_checkpoint(path: Any, meta: dict[str, Any]) -> dict[str, Any] | None:

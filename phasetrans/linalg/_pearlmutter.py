@@ -240,11 +240,11 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                 elif type(layer[1]) in MAXPOOLS:
                     shape = z.shape[1:]
                     z, idx = max_pool(layer[1], z)
-                    values.append((shape, idx, None))
+                    values.append((shape, idx, None, z.shape[2:]))
                 else:
-                    values.append((z.shape[1:], None,
-                                   pool_matrix(layer[1], z.shape[1:], z.dtype, z.device)))
+                    shape, P = z.shape[1:], pool_matrix(layer[1], z.shape[1:], z.dtype, z.device)
                     z = pool(layer[1], z)
+                    values.append((shape, None, P, z.shape[2:]))
         except RuntimeError:  # shapes that do not fit: the autograd path raises the user's error
             return None
         if z.dim() != 2:
@@ -284,7 +284,7 @@ def record(plan: Plan, weights: dict, inputs, targets) -> Tape | None:
                     values[i][1] = d2 * g
                 g = g * d1
             else:
-                shape, idx, _ = values[i]
+                shape, idx, _, _ = values[i]
                 g = (pool_adjoint(plan.layers[i][1], g, (B, *shape)) if idx is None
                      else scatter_maxima(g, idx, (B, *shape), B))
     nbytes = _nbytes(tape.probs) + sum(_nbytes(t) for t in grads)
@@ -331,8 +331,9 @@ def columns(plan: Plan, blocks: list) -> list:
     return out
 
 
-def _forward_affine(m, z, W, Rz, cols, B, K):
-    """``R{z'}`` of an affine layer, ``(B·K, out, ...)`` (``Rz`` the folded ``R{z}`` or ``None``)."""
+def _forward_affine(m, z, W, Rz, cols, spatial, B, K):
+    """``R{z'}`` of an affine layer with outputs at ``spatial`` positions, ``(B·K, out, ...)``
+    (``Rz`` the folded ``R{z}`` or ``None``)."""
     VW, _, Vb = cols
     linear = type(m) is nn.Linear
     r = None
@@ -341,13 +342,9 @@ def _forward_affine(m, z, W, Rz, cols, B, K):
             r = torch.addmm(Vb, z, VW.T) if Vb is not None else z @ VW.T
         else:
             r = torch.convolution(z, VW, Vb, *conv_args(m))
-    elif Vb is not None:
-        shape = [B, Vb.numel()] + ([] if linear else [1] * (W.dim() - 2))
-        r = Vb.reshape(1, -1, *shape[2:]).expand(shape)
-        if not linear:  # the bias spreads over the output positions
-            r = r.expand(B, Vb.numel(), *affine(m, z[:1], W, None).shape[2:])
-        r = r.contiguous()
-    r = None if r is None else r.reshape(B * K, W.shape[0], *r.shape[2:])
+    elif Vb is not None:  # the bias alone, spread over the output positions
+        r = Vb.view(1, -1, *[1] * len(spatial)).expand(B, Vb.numel(), *spatial).contiguous()
+    r = None if r is None else r.reshape(B * K, W.shape[0], *spatial)
     if Rz is not None:
         if linear and r is not None:
             r.addmm_(Rz, W.T)
@@ -387,8 +384,8 @@ def _rows(plan: Plan, values: list, lo: int, hi: int) -> list:
             out.append((v[0][lo:hi], *v[1:]))
         elif layer[0] == "act":
             out.append([None if t is None else t[lo:hi] for t in v])
-        else:  # a pooling's per-sample input shape and maxima
-            out.append((v[0], None if v[1] is None else v[1][lo:hi], v[2]))
+        else:  # a pooling's per-sample input shape, maxima, matrix and output positions
+            out.append((v[0], None if v[1] is None else v[1][lo:hi], *v[2:]))
     return out
 
 
@@ -408,7 +405,7 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
         saved[i] = Rz
         if layer[0] == "affine":
             z, W = values[i]
-            Rz = _forward_affine(layer[1], z, W, Rz, cols[i], B, K)
+            Rz = _forward_affine(layer[1], z, W, Rz, cols[i], grads[i].shape[2:], B, K)
         elif layer[0] == "norm":
             Rz = norm_r_forward(values[i], Rz, *cols[i], B, K)
         elif layer[0] == "act":
@@ -418,9 +415,9 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             else:
                 Rz = (Rz.reshape(B, K, -1) * d1.reshape(B, 1, -1)).view(Rz.shape)
         else:
-            _, idx, P = values[i]
+            _, idx, P, spatial = values[i]
             if P is not None:  # an average pooling as a matmul by its matrix
-                Rz = (Rz.reshape(-1, P.shape[0]) @ P).view(*Rz.shape[:2], *_pooled(layer[1], Rz))
+                Rz = (Rz.reshape(-1, P.shape[0]) @ P).view(*Rz.shape[:2], *spatial)
             else:
                 Rz = pool(layer[1], Rz) if idx is None else gather_maxima(Rz, idx, B)
     if plan.loss == "ce":
@@ -454,7 +451,7 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             elif Vb is not None:
                 pieces[plan.index[layer[3]]].add_(Rg.reshape(B, K, o, -1).sum((0, 3)), alpha=size)
             if i > plan.lowest:
-                Rg = _backward_affine(m, Rg, g, W, VWt, saved[i], z, B, K)
+                Rg = _backward_affine(m, Rg, g, W, VWt, saved[i], B, K)
         elif layer[0] == "norm":
             Vg, Vb = cols[i]
             hv_g, hv_b, Rg = norm_r_backward(values[i], Rg, grads[i], saved[i], Vg, Vb, B, K,
@@ -472,7 +469,7 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
             if d2g is not None:
                 flat.addcmul_(d2g.reshape(B, 1, -1), saved[i].reshape(B, K, -1))
         else:
-            _, idx, P = values[i]
+            _, idx, P, _ = values[i]
             if P is not None:
                 Rg = (Rg.reshape(-1, P.shape[1]) @ P.T).view(saved[i].shape)
             else:
@@ -480,12 +477,7 @@ def _rows_product(plan: Plan, tape: Tape, cols: list, pieces: list, size: float,
                       else scatter_maxima(Rg, idx, saved[i].shape, B))
 
 
-def _pooled(m: nn.Module, R: torch.Tensor) -> tuple:
-    """The spatial shape of the average pooling ``m`` of ``R`` ``(N, C, *spatial)``."""
-    return pool(m, R[:1, :1]).shape[2:]
-
-
-def _backward_affine(m, Rg, g, W, VWt, Rz_in, z, B, K):
+def _backward_affine(m, Rg, g, W, VWt, Rz_in, B, K):
     """``R{g_in} = A_Wᵀ(R{g}) + A_{V_W}ᵀ(g)``, folded ``(B·K, in, ...)``."""
     n_in = W.shape[1]
     if type(m) is nn.Linear:

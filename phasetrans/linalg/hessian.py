@@ -182,8 +182,9 @@ class HessianOperator(Operator):
         self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._columns: tuple[bool | str, int | None] = (False, None) if self._has_conv else (
             "engine", None)
-        # a feed-forward stack of the written-out form: its products without autograd
-        self._plan = sequential_plan(model, loss_fn, self.param_names) if self.method == "auto" else None
+        # a feed-forward stack of the written-out form (its products without autograd), read at
+        # every product of method="auto" (:meth:`_matmat`)
+        self._plan = None
 
     # -- helpers ---------------------------------------------------------------------------
     def parameters_vector(self) -> torch.Tensor:

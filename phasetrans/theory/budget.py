@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_float, check_int
+from .._io import check_path
+from ..distributed import run_on_main_process
+from ..linalg._checkpoint import grown_meta, load_grown_checkpoint, save_grown_checkpoint
 from ..linalg.density import SpectralDensity
 from ..linalg.growing_slq import GrowingSLQ
 from .critical import exact_root
@@ -180,10 +183,6 @@ class _Growth:
         self.run, self.path = run, path
         if path is None:
             return
-        from .._io import check_path
-        from ..distributed import run_on_main_process
-        from ..linalg._checkpoint import grown_meta, load_grown_checkpoint
-
         self.path = check_path(path, "checkpoint")
         self.meta = grown_meta(run.op, settings)
         state = run_on_main_process(lambda: load_grown_checkpoint(self.path, self.meta))
@@ -192,8 +191,6 @@ class _Growth:
 
     def _save(self) -> None:
         if self.path is not None:
-            from ..linalg._checkpoint import save_grown_checkpoint
-
             save_grown_checkpoint(self.path, self.meta, self.run.state())
 
     def add_probes(self, count: int) -> None:
