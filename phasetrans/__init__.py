@@ -15,7 +15,7 @@ from ._checks import fingerprints_equal, model_fingerprint, preserve_model
 from ._threads import set_threads
 from ._version import __version__
 from .data import load_dataset
-from .evaluate import evaluate_accuracy, evaluate_loss
+from .evaluate import evaluate_accuracy, evaluate_correct, evaluate_loss
 from .finetune import finetune_masked
 from .linalg import (
     DenseOperator,
@@ -43,6 +43,7 @@ from .predict import (
 from .prune import (
     CRITERIA,
     Threshold,
+    ThresholdSpread,
     apply_masks,
     criterion_masks,
     find_loss_threshold,
@@ -55,6 +56,7 @@ from .prune import (
     pruning_radius,
     refit_steps,
     sweep,
+    threshold_spread,
     to_torch_prune,
 )
 from .report import Report, layer_kept_fractions, plots, pruning_curve, validate

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +22,7 @@ from ._checks import (
     preserve_model,
 )
 
-__all__ = ["evaluate_accuracy", "evaluate_loss", "check_classifier"]
+__all__ = ["evaluate_accuracy", "evaluate_correct", "evaluate_loss", "check_classifier"]
 
 
 def _sum_over_ranks(a: float, b: float, device: torch.device) -> tuple[float, float]:
@@ -34,11 +35,11 @@ def _sum_over_ranks(a: float, b: float, device: torch.device) -> tuple[float, fl
     return float(summed[0]), float(summed[1])
 
 
-def _correct(outputs: Any, targets: torch.Tensor, index: int, name: str,
-             caller: str = "evaluate_accuracy") -> tuple[int, int]:
-    """``(correct, count)`` of one batch, after the checks that make accuracy meaningful:
-    finite outputs of at least two classes, integer labels in ``[0, C)`` (or one-hot /
-    probability targets of the outputs' shape)."""
+def _correct_mask(outputs: Any, targets: torch.Tensor, index: int, name: str,
+                  caller: str = "evaluate_accuracy") -> torch.Tensor:
+    """Per-sample correctness (bool) of one batch, after the checks that make accuracy
+    meaningful: finite outputs of at least two classes, integer labels in ``[0, C)`` (or one-hot
+    / probability targets of the outputs' shape)."""
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(f"model outputs must be a tensor, got {type(outputs).__name__}")
     if outputs.is_floating_point() and not bool(torch.isfinite(outputs).all()):
@@ -74,7 +75,14 @@ def _correct(outputs: Any, targets: torch.Tensor, index: int, name: str,
             f"{targets.min().item()}, max {targets.max().item()}) for a model with {classes} "
             f"outputs per sample"
         )
-    return int((pred == targets).sum().item()), pred.numel()
+    return pred == targets
+
+
+def _correct(outputs: Any, targets: torch.Tensor, index: int, name: str,
+             caller: str = "evaluate_accuracy") -> tuple[int, int]:
+    """``(correct, count)`` of one batch (:func:`_correct_mask`'s checks)."""
+    mask = _correct_mask(outputs, targets, index, name, caller)
+    return int(mask.sum().item()), mask.numel()
 
 
 def evaluate_accuracy(model: nn.Module, data: Any, batch_fn: Callable | None = None) -> float:
@@ -104,6 +112,34 @@ def evaluate_accuracy(model: nn.Module, data: Any, batch_fn: Callable | None = N
     # that passes the whole set counts it world_size times, which leaves the ratio unchanged)
     correct, total = _sum_over_ranks(correct, total, device)
     return correct / total
+
+
+def evaluate_correct(model: nn.Module, data: Any, batch_fn: Callable | None = None) -> np.ndarray:
+    """Per-sample correctness of :func:`evaluate_accuracy` (its checks, modes and batch order):
+    a flat bool array over the samples of ``data`` in the order they are read (a shuffling
+    DataLoader in one fixed order), so ``evaluate_correct(m, d).mean() == evaluate_accuracy(m, d)``.
+    Needs every sample on this process: under ``torch.distributed`` it raises ``RuntimeError``
+    (gather the evaluation set on one rank). The model is unchanged."""
+    from .distributed import is_distributed
+
+    if is_distributed():
+        raise RuntimeError("evaluate_correct needs every evaluation sample on one process; under "
+                           "torch.distributed call it on one rank with the whole evaluation set")
+    check_model(model)
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+    batches = as_batches(data, batch_fn=batch_fn)
+    device, dtype = model_device_dtype(model)
+    parts = []
+    with preserve_model(model), torch.no_grad(), FixedOrder(batches)():
+        model.eval()
+        for index, (inputs, targets) in enumerate(batches):
+            inputs, targets = move_batch(inputs, targets, device, dtype)
+            parts.append(_correct_mask(call_model(model, inputs), targets, index, batches.name,
+                                       "evaluate_correct").reshape(-1).cpu())
+    if not parts:
+        raise ValueError("data: no batches to evaluate")
+    return torch.cat(parts).numpy().astype(bool)
 
 
 def check_classifier(model: nn.Module, data: Any, name: str = "data",

@@ -1,5 +1,6 @@
 """Layer 3, pruning: global one-shot magnitude masks (:mod:`.masks`), re-fit strategies
-(:mod:`.refit`), the empirical critical sparsity (:mod:`.threshold`), whole pruning curves
+(:mod:`.refit`), the empirical critical sparsity (:mod:`.threshold`) and how precisely an evaluation set
+measures it (:mod:`.threshold_spread`), whole pruning curves
 with a resumable log (:mod:`.sweep`), pruning criteria (:mod:`.criteria`) and the distance
 ``R(s)`` from ``w*`` to any criterion's pruned point (:mod:`.radius`)."""
 
@@ -19,6 +20,7 @@ from .radius import pruning_radius
 from .refit import Refit, RefitFn, refit_steps, resolve_refit
 from .sweep import sweep
 from .threshold import Threshold, find_loss_threshold, find_threshold
+from .threshold_spread import ThresholdSpread, threshold_spread
 
 __all__ = [
     "pruned_count",
@@ -37,6 +39,8 @@ __all__ = [
     "Threshold",
     "find_threshold",
     "find_loss_threshold",
+    "ThresholdSpread",
+    "threshold_spread",
     "sweep",
     "CRITERIA",
     "Criterion",
