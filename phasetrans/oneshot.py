@@ -124,8 +124,10 @@ def _verdict(method: str, est: _Estimate, tau: float) -> tuple[bool, tuple[str, 
     exactly; the quadratic one applies when the model's ``ΔL₂(ŝ)`` is within ``τ/2`` of ``ΔL(ŝ)``."""
     notes = ["This is the training-loss threshold L(w^(s)) ≤ L(w*) + τ; on networks trained "
              "without a strong l1 penalty the zero-tolerance test-accuracy threshold is itself "
-             "unstable over a window of tens of points (docs/ONESHOT.md), so expect the measured "
-             "value anywhere in that window."]
+             "unstable over a window of tens of points and moves with the test set "
+             "(docs/ONESHOT.md), so expect the measured value anywhere in that window; "
+             "pt.threshold_spread(model, held_out_data) measures that window, its bootstrap "
+             "interval and the error floor it sets for any estimate."]
     if method == "forward":
         return True, tuple(notes)
     true_dl, model_dl = est.extra["loss_change_at_estimate"], est.extra["model_loss_change_at_estimate"]

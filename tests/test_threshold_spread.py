@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
-from phasetrans.prune.threshold_spread import _bootstrap_rules, gini_mean_difference, threshold_rules
+from phasetrans.prune.threshold_spread import _grid_rules, _resample_counts, gini_mean_difference, threshold_rules
 
 from conftest import digits_tensors, trained_mlp
 
@@ -47,6 +47,12 @@ def test_gini_mean_difference_is_the_mean_pairwise_distance():
         brute = np.mean([abs(a - c) for i, a in enumerate(x) for j, c in enumerate(x) if i != j])
         assert gini_mean_difference(x) == pytest.approx(brute, rel=1e-12, abs=1e-15)
     assert gini_mean_difference(np.array([0.3])) == 0.0
+
+
+def _bootstrap_rules(s, correct, tolerance, strict, resamples, seed):
+    firsts, lasts = zip(*(_grid_rules(s, correct, c, tolerance, strict)
+                          for c in _resample_counts(correct.shape[1], resamples, seed)))
+    return np.concatenate(firsts), np.concatenate(lasts)
 
 
 def test_bootstrap_of_a_cliff_does_not_move():
@@ -111,17 +117,36 @@ def test_threshold_spread_measures_the_models_curve(model_and_test):
             assert acc == pytest.approx(pt.evaluate_accuracy(model, [test]), abs=1e-15)
     assert sp.baseline == sp.accuracy[0] and sp.n_samples == 500
     assert sp.window == threshold_rules(sp.sparsity, sp.accuracy >= sp.baseline - 1e-12)
-    lo, hi = sp.last_holding_interval
-    assert lo <= hi and sp.first_failure_interval[0] <= sp.first_failure_interval[1]
-    assert sp.error_floor["first_failure"] == 0.5 * gini_mean_difference(sp.first_failure_draws)
-    assert np.all(sp.first_failure_draws <= sp.last_holding_draws)
+    for rule in ("find_threshold", "first_failure", "last_holding"):
+        lo, hi = sp.intervals[rule]
+        assert 0 <= lo <= hi <= 1 and sp.draws[rule].shape == (200,)
+        assert sp.error_floor[rule] == 0.5 * gini_mean_difference(sp.draws[rule])
+    assert np.all(sp.draws["first_failure"] <= sp.draws["last_holding"])
     d = sp.to_dict()
-    assert d["resamples"] == 200 and "first_failure_draws" not in d
-    assert len(sp.to_dict(draws=True)["last_holding_draws"]) == 200
+    assert d["resamples"] == 200 and "draws" not in d and d["measured"] == sp.measured
+    assert len(sp.to_dict(draws=True)["draws"]["last_holding"]) == 200
     again = pt.threshold_spread(model, [test], step=0.05, resamples=200, seed=0)
-    assert np.array_equal(again.first_failure_draws, sp.first_failure_draws)
+    assert all(np.array_equal(again.draws[r], sp.draws[r]) for r in sp.draws)
     with pytest.raises(ValueError):
         sp.accuracy[0] = 0.0  # frozen values
+
+
+@pytest.mark.parametrize("tolerance, strict", [(0.0, False), (0.004, True)])
+def test_find_threshold_rule_is_find_threshold_on_each_resample(model_and_test, tolerance, strict):
+    """``measured`` is ``pt.find_threshold``'s answer on the set; each ``draws["find_threshold"]``
+    is ``pt.find_threshold``'s answer for the accuracy of that resample (same multinomial counts)."""
+    model, (X, y) = model_and_test
+    sp = pt.threshold_spread(model, [(X, y)], tolerance=tolerance, strict=strict, step=0.1,
+                             resolution=0.01, resamples=6, seed=2)
+    acc = lambda m: pt.evaluate_accuracy(m, [(X, y)])  # noqa: E731
+    thr = pt.find_threshold(model, acc, tolerance=tolerance, strict=strict, resolution=0.01)
+    assert sp.measured == thr.sparsity
+    counts = next(_resample_counts(500, 6, 2))
+    for c, drawn in zip(counts, sp.draws["find_threshold"]):
+        weights = torch.tensor(c, dtype=torch.float64)
+        weighted = lambda m, w=weights: float((w * (m(X).argmax(1) == y)).sum() / w.sum())  # noqa: E731
+        assert drawn == pt.find_threshold(model, weighted, tolerance=tolerance, strict=strict,
+                                          resolution=0.01).sparsity
 
 
 def test_evaluate_correct_agrees_with_accuracy_and_reads_a_shuffling_loader_in_one_order(model_and_test):
@@ -158,3 +183,31 @@ def test_regression_targets_are_refused(model_and_test):
     model, (X, _) = model_and_test
     with pytest.raises(ValueError, match="class labels"):
         pt.threshold_spread(model, [(X, torch.rand(len(X), dtype=torch.float64))], step=0.5)
+
+
+def test_a_criterion_prunes_as_in_find_threshold(model_and_test):
+    """``criterion="fisher_taylor"`` reads ``criterion_data`` / ``loss_fn``; each grid point's
+    accuracy is the one of ``pt.pruned`` with that criterion."""
+    model, test = model_and_test
+    Xtr, ytr, _, _ = digits_tensors(torch.float64)
+    loss = torch.nn.CrossEntropyLoss()
+    sp = pt.threshold_spread(model, [test], step=0.25, resamples=20, criterion="fisher_taylor",
+                             criterion_data=[(Xtr, ytr)], loss_fn=loss)
+    crit = pt.prepare_criterion("fisher_taylor", model, [(Xtr, ytr)], loss)
+    for s, acc in zip(sp.sparsity, sp.accuracy):
+        with pt.pruned(model, float(s), criterion=crit):
+            assert acc == pt.evaluate_accuracy(model, [test])
+    with pytest.raises((ValueError, TypeError), match="data"):
+        pt.threshold_spread(model, [test], step=0.5, criterion="fisher_taylor")
+
+
+def test_plot_threshold_spread_from_the_result_and_its_dict(model_and_test, tmp_path):
+    model, test = model_and_test
+    sp = pt.threshold_spread(model, [test], step=0.05, resamples=50)
+    fig = pt.plots.plot_threshold_spread(sp, path=tmp_path / "spread.png")
+    assert (tmp_path / "spread.png").stat().st_size > 0 and len(fig.axes) == 2
+    assert len(fig.axes[1].patches) > 0  # the histograms of the draws
+    fig = pt.plots.plot_threshold_spread(sp.to_dict())  # no draws: the intervals as bars
+    assert len(fig.axes[1].lines) == 3
+    with pytest.raises(TypeError, match="ThresholdSpread"):
+        pt.plots.plot_threshold_spread({"window": [0, 1]})

@@ -232,3 +232,54 @@ def test_oneshot_study_reassess_recomputes_spike_and_applies(tmp_path):
     assert cases[0]["warnings"] == [] and "near zero" in " ".join(cases[1]["warnings"])
     with pytest.raises(FileNotFoundError, match="weights"):
         O.reassess([{**base, "arch": "hastie", "paper": 0.9}], str(tmp_path))
+
+
+def _spread(measured, ff, lh, floors, tfloors=(0.0, 0.0, 0.0), train=None):
+    """A stored ``spread`` entry: find_threshold's value, the window (first failure, last holding)
+    and the error floors of the three rules (fractions)."""
+    def one(values, fl):
+        rules = ("find_threshold", "first_failure", "last_holding")
+        return {"measured": values[0], "window": list(values[1:]), "error_floor": dict(zip(rules, fl)),
+                "intervals": {r: [v - 0.02, v + 0.02] for r, v in zip(rules, values)}}
+    train = train or (measured, ff, lh)
+    return {"test": one((measured, ff, lh), floors), "test_tol1pt": one((measured, ff, lh), tfloors),
+            "train": one(train, floors), "train_tol1pt": one(train, tfloors)}
+
+
+def test_oneshot_study_attainability_floors_and_figure(tmp_path):
+    """studies.oneshot: the error floors of the measurement per group, the smaller rule's floor
+    deciding whether the estimator target is attainable, the training-set protocol's distance, and
+    the floor figure."""
+    import studies.oneshot as O
+    from phasetrans.report.plots import plot_measurement_floor
+
+    def case(name, est, spread, applies=False):
+        e = {k: {"sparsity": est} for k in ("forward_1", "forward_2", "forward_4", "quadratic_2")}
+        return {"name": name, "arch": name, "l1": 0.0, "schedule": "cos", "heldout": False, "dense_acc": 0.9,
+                "paper": 0.8, "estimates": e, "estimate": est, "measured": spread["test"]["window"][1],
+                "window": spread["test"]["window"], "ratio": 9.0, "spike_mass": 0.1, "applies": applies,
+                "spread": spread}
+
+    cases = [case("a", 0.40, _spread(0.50, 0.30, 0.60, (0.06, 0.09, 0.07), train=(0.45, 0.50, 0.70))),
+             case("b", 0.50, _spread(0.51, 0.50, 0.52, (0.01, 0.01, 0.06))),
+             case("c", 0.95, _spread(0.95, 0.95, 0.95, (0.0, 0.0, 0.0)), applies=True)]
+    a = O.summarize(cases)["groups"]["calibration"]["attainability"]
+    assert a["n"] == 3
+    m = a["measurements"]["tolerance 0, find_threshold (the study's measured value)"]
+    assert m["floor"]["max"] == pytest.approx(6.0) and m["floor"]["worst"] == "a"
+    assert m["floor"]["median"] == pytest.approx(1.0) and m["floor"]["over5"] == 1
+    assert m["interval_width"] == pytest.approx(4.0)
+    assert m["train_protocol_error"]["max"] == pytest.approx(5.0)  # 0.45 on training vs 0.50 on test
+    assert m["estimate_error"]["max"] == pytest.approx(10.0) and m["paper_error"]["max"] == pytest.approx(30.0)
+    lh = a["measurements"]["tolerance 0, last holding (reference code)"]
+    assert lh["floor"]["max"] == pytest.approx(7.0) and lh["train_protocol_error"]["max"] == pytest.approx(10.0)
+    ff = a["measurements"]["tolerance 0, first failure"]
+    assert ff["floor"]["over5"] == 1 and ff["train_protocol_error"]["max"] == pytest.approx(20.0)
+    key = ("measured value reproducible enough for the estimator target (bootstrap error floor: "
+           "median ≤ 2, max ≤ 5 points), calibration")
+    assert O.summarize(cases)["targets"][key] is False
+    assert O.summarize(cases[1:])["targets"][key] is True
+    fig = plot_measurement_floor(cases, path=tmp_path / "floor.png")
+    assert (tmp_path / "floor.png").stat().st_size > 0 and len(fig.axes) == 2
+    with pytest.raises(TypeError, match="spread"):
+        plot_measurement_floor([{k: v for k, v in cases[0].items() if k != "spread"}])

@@ -109,8 +109,10 @@ def _dense_baseline(model: nn.Module, evaluate: Callable[[nn.Module], float]) ->
     return baseline
 
 
-def _bisect_then_scan(grid: _Grid, window: int, max_evaluations: int) -> int | None:
-    """The largest grid index found to hold (``None`` if none): bisection assuming ``0`` holds
+def _bisect_then_scan(grid: Any, window: int, max_evaluations: int) -> int | None:
+    """The largest grid index found to hold (``None`` if none) on ``grid`` (a :class:`_Grid`, or
+    anything with its ``M``, ``metrics``, ``evaluations`` and ``holds(j)``, e.g. the resampled
+    grids of :func:`~phasetrans.threshold_spread`): bisection assuming ``0`` holds
     and ``M`` fails, then scans of the ``window`` indices above the best, repeated while one
     holds and evaluations are left (accuracy on a few hundred samples is not monotone near the
     transition)."""
@@ -130,6 +132,11 @@ def _bisect_then_scan(grid: _Grid, window: int, max_evaluations: int) -> int | N
     return best
 
 
+#: :func:`find_threshold`'s defaults: grid points scanned above the best holding one, and the
+#: evaluation budget (30 suffices for ``resolution = 1e-3``)
+SCAN_WINDOW = 8
+MAX_EVALUATIONS = 30
+
 #: The finest grid of :func:`find_threshold`: ``1/M`` with ``M <= 10**9`` (32 bisection steps;
 #: finer steps than one weight in a billion have no meaning for a sparsity).
 MIN_RESOLUTION = 1e-9
@@ -143,8 +150,8 @@ def find_threshold(
     resolution: float = 1e-3,
     refit: Refit = None,
     strict: bool = False,
-    window: int = 8,
-    max_evaluations: int = 30,
+    window: int = SCAN_WINDOW,
+    max_evaluations: int = MAX_EVALUATIONS,
     min_per_layer: float = 0.0,
     params: ParamSelection = None,
     refit_loss_fn: Callable | None = None,

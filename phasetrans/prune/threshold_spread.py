@@ -5,14 +5,16 @@ The measured one-shot threshold is the largest sparsity ``s`` whose pruned model
 grid ``s_k = k·step`` two rules read the same accuracy curve:
 
 - ``first_failure``: the last grid point before the first one that fails (a conservative scan);
-- ``last_holding``: the largest grid point that holds (where a bisection may land when the curve
-  is not monotone).
+- ``last_holding``: the largest grid point that holds (the reference code's rule over its grid);
 
-Every value between them (the *measurement window*) is an outcome of the protocol. And the curve
-itself is a sample: another evaluation set of the same size gives another threshold. The
-bootstrap (Efron, 1979) resamples the ``n`` evaluation samples with replacement — the dense and
-pruned models are scored on the *same* resample, as the protocol pairs them — and recomputes
-both rules; their spread is the measurement's own uncertainty.
+and :func:`~phasetrans.find_threshold` reads a third, ``find_threshold``: its bisection and local
+scans on the ``resolution`` grid, which land somewhere between the two. Every value between the
+first two (the *measurement window*) is an outcome of the protocol. And the curve itself is a
+sample: another evaluation set of the same size gives another threshold. The bootstrap (Efron,
+1979) resamples the ``n`` evaluation samples with replacement — the dense and pruned models are
+scored on the *same* resample, as the protocol pairs them — and recomputes every rule (the
+search's visits scored once per sparsity and reused); their spread is the measurement's own
+uncertainty.
 
 **A floor for every estimator.** Let ``M, M'`` be the thresholds measured on two independent
 evaluation sets and ``ŝ`` any estimate that does not see them. By the triangle inequality
@@ -23,6 +25,7 @@ measurement than half its Gini mean difference, here from the bootstrap draws.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +36,14 @@ from .._checks import check_bool, check_float, check_fraction, check_int, check_
 from .._progress import progress_bar, resolve_progress
 from ..evaluate import evaluate_correct
 from ..params import ParamSelection
+from .criteria import CriterionLike, resolve_criterion
 from .masks import pruned
+from .threshold import MAX_EVALUATIONS, SCAN_WINDOW, _bisect_then_scan
 
 __all__ = ["ThresholdSpread", "threshold_spread", "threshold_rules", "gini_mean_difference"]
 
-RULES = ("first_failure", "last_holding")
+#: the threshold rules of a measurement (module docstring)
+RULES = ("find_threshold", "first_failure", "last_holding")
 
 
 def threshold_rules(sparsity: np.ndarray, holds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,12 +76,13 @@ class ThresholdSpread:
     """Result of :func:`threshold_spread`: the one-shot threshold measured on an evaluation set
     and how far it moves when that set is resampled.
 
-    ``sparsity`` / ``accuracy``: the grid and the evaluation set's accuracy curve;
-    ``baseline``: the dense accuracy; ``window``: ``(first_failure, last_holding)`` on the set
-    itself; ``*_draws``: the two rules on each bootstrap resample; ``*_interval``: their central
-    ``level`` percentile intervals; ``error_floor``: per rule, ``½ E|M − M'|`` over pairs of draws
-    — no estimate that does not see the evaluation set has a smaller expected absolute error
-    against the measurement (module docstring). Sparsities are fractions (×100 for points).
+    ``measured``: :func:`~phasetrans.find_threshold`'s answer on the set itself; ``window``:
+    ``(first_failure, last_holding)`` on it; ``sparsity`` / ``accuracy``: the grid and the set's
+    accuracy curve; ``baseline``: the dense accuracy. Per rule of :data:`RULES`: ``draws`` (one
+    value per bootstrap resample), ``intervals`` (central ``level`` percentile interval) and
+    ``error_floor`` (``½ E|M − M'|`` over pairs of draws: no estimate that does not see the
+    evaluation set has a smaller expected absolute error against that measurement, module
+    docstring). Sparsities are fractions (×100 for points).
     """
 
     sparsity: np.ndarray
@@ -83,113 +90,165 @@ class ThresholdSpread:
     baseline: float
     tolerance: float
     strict: bool
+    resolution: float
     n_samples: int
+    measured: float
     window: tuple[float, float]
-    first_failure_draws: np.ndarray
-    last_holding_draws: np.ndarray
-    level: float
-    first_failure_interval: tuple[float, float]
-    last_holding_interval: tuple[float, float]
+    draws: dict
+    intervals: dict
     error_floor: dict
+    level: float
     seed: int
 
     def to_dict(self, draws: bool = False) -> dict:
         """JSON-ready fields (lists, floats); the bootstrap draws only with ``draws=True``."""
         d = {"sparsity": self.sparsity.tolist(), "accuracy": self.accuracy.tolist(),
              "baseline": self.baseline, "tolerance": self.tolerance, "strict": self.strict,
-             "n_samples": self.n_samples, "window": list(self.window), "level": self.level,
-             "resamples": int(self.first_failure_draws.size), "seed": self.seed,
-             "first_failure_interval": list(self.first_failure_interval),
-             "last_holding_interval": list(self.last_holding_interval),
+             "resolution": self.resolution, "n_samples": self.n_samples, "measured": self.measured,
+             "window": list(self.window), "level": self.level, "seed": self.seed,
+             "resamples": int(next(iter(self.draws.values())).size),
+             "intervals": {k: list(v) for k, v in self.intervals.items()},
              "error_floor": dict(self.error_floor)}
         if draws:
-            d["first_failure_draws"] = self.first_failure_draws.tolist()
-            d["last_holding_draws"] = self.last_holding_draws.tolist()
+            d["draws"] = {k: v.tolist() for k, v in self.draws.items()}
         return d
 
 
-def _bootstrap_rules(sparsity: np.ndarray, correct: np.ndarray, tolerance: float, strict: bool,
-                     resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both rules on ``resamples`` bootstrap resamples of the columns of ``correct`` (``(G, n)``
-    bools): resample counts ``c ~ Multinomial(n, 1/n)``, accuracies ``c @ correctᵀ / n``, the
-    dense point of the same resample as the baseline. Chunked to ~16 M counts at a time."""
-    g, n = correct.shape
+class _Scores:
+    """Per-sample correctness of the pruned model at each sparsity, computed once (a pruned
+    forward pass over the evaluation set) and reused by every resample."""
+
+    def __init__(self, model, data, batch_fn, prune_kwargs, bar):
+        self.model, self.data, self.batch_fn, self.prune_kwargs, self.bar = model, data, batch_fn, prune_kwargs, bar
+        self.cache: dict[float, np.ndarray] = {}
+
+    def __call__(self, sparsity: float) -> np.ndarray:
+        if sparsity not in self.cache:
+            with pruned(self.model, sparsity, **self.prune_kwargs):
+                self.cache[sparsity] = evaluate_correct(self.model, self.data, batch_fn=self.batch_fn)
+            self.bar.update(1)
+        return self.cache[sparsity]
+
+
+class _WeightedSearch:
+    """:func:`~phasetrans.find_threshold`'s grid (``M``, ``metrics``, ``evaluations``,
+    ``holds``) with the accuracy of one resample: sample weights ``counts / n``."""
+
+    def __init__(self, scores: _Scores, counts: np.ndarray, M: int, tolerance: float, strict: bool):
+        self.scores, self.counts, self.M, self.tolerance, self.strict = scores, counts, M, tolerance, strict
+        self.n = counts.sum()
+        self.baseline = self.accuracy(0)
+        self.metrics = {0: self.baseline}
+        self.evaluations = 1  # find_threshold counts the dense evaluation
+
+    def accuracy(self, j: int) -> float:
+        return float(self.counts @ self.scores(j / self.M)) / self.n
+
+    def holds(self, j: int) -> bool:
+        if j not in self.metrics:
+            self.metrics[j] = self.accuracy(j)
+            self.evaluations += 1
+        bar = self.baseline - self.tolerance
+        return self.metrics[j] > bar if self.strict else self.metrics[j] >= bar
+
+
+def _search(scores: _Scores, counts: np.ndarray, M: int, tolerance: float, strict: bool) -> float:
+    """:func:`~phasetrans.find_threshold`'s answer (default ``window`` and ``max_evaluations``)
+    for the accuracy weighted by ``counts``."""
+    best = _bisect_then_scan(_WeightedSearch(scores, counts, M, tolerance, strict), SCAN_WINDOW,
+                             MAX_EVALUATIONS)
+    return 0.0 if best is None else best / M
+
+
+def _grid_rules(sparsity: np.ndarray, correct: np.ndarray, counts: np.ndarray, tolerance: float,
+                strict: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both grid rules for each row of resample ``counts`` (``(b, n)``) on ``correct``
+    (``(G, n)`` bools), the dense point of the same resample as the baseline."""
+    acc = counts @ correct.T.astype(np.float64) / counts.sum(axis=1, keepdims=True)  # (b, G)
+    bar = acc[:, :1] - tolerance
+    holds = acc > bar if strict else acc >= bar - 1e-12
+    return threshold_rules(sparsity, holds)
+
+
+def _resample_counts(n: int, resamples: int, seed: int):
+    """Bootstrap resamples as multinomial counts ``(b, n)``, in chunks of ~16 M counts."""
     rng = np.random.default_rng(seed)
-    scores = correct.T.astype(np.float64)  # (n, G)
-    first, last = np.empty(resamples), np.empty(resamples)
     chunk = max(1, (1 << 24) // n)
     for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=stop - start)
-        acc = counts @ scores / n  # (b, G)
-        bar = acc[:, :1] - tolerance
-        holds = acc > bar if strict else acc >= bar - 1e-12
-        first[start:stop], last[start:stop] = threshold_rules(sparsity, holds)
-    return first, last
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start))
 
 
-def _check(tolerance, strict, step, resamples, level, seed, min_per_layer):
+def _check(tolerance, strict, step, resolution, resamples, level, seed, min_per_layer):
     tolerance = check_float(tolerance, "tolerance", minimum=0.0, maximum=1.0)
     strict = check_bool(strict, "strict")
     step = check_float(step, "step", minimum=0.0, strict_minimum=True)
     if not step <= 0.5:
         raise ValueError(f"step must be in (0, 0.5], got {step}")
+    resolution = check_float(resolution, "resolution", minimum=1e-6, maximum=0.5)
     resamples = check_int(resamples, "resamples", minimum=2)
     level = check_float(level, "level", minimum=0.0, strict_minimum=True)
     if not level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     seed = check_int(seed, "seed", minimum=0)
     min_per_layer = check_fraction(min_per_layer, "min_per_layer")
-    return tolerance, strict, step, resamples, level, seed, min_per_layer
+    return tolerance, strict, step, resolution, resamples, level, seed, min_per_layer
 
 
 def threshold_spread(model: nn.Module, data: Any, tolerance: float = 0.0, strict: bool = False,
-                     step: float = 0.005, resamples: int = 1000, level: float = 0.9, seed: int = 0,
-                     params: ParamSelection = None, min_per_layer: float = 0.0, batch_fn=None,
-                     progress: bool | None = None) -> ThresholdSpread:
-    """The one-shot magnitude-pruning threshold of ``model`` on the evaluation ``data``, with
-    its bootstrap spread and the error floor it sets for any estimator (module docstring,
-    THEORY §9).
+                     step: float = 0.005, resolution: float = 1e-3, resamples: int = 1000,
+                     level: float = 0.9, seed: int = 0, params: ParamSelection = None,
+                     min_per_layer: float = 0.0, batch_fn=None, criterion: CriterionLike = "magnitude",
+                     criterion_data: Any = None, loss_fn: Callable | None = None,
+                     criterion_options: dict | None = None, progress: bool | None = None) -> ThresholdSpread:
+    """The one-shot pruning threshold of ``model`` on the evaluation ``data``, with its bootstrap
+    spread and the error floor it sets for any estimator (module docstring, THEORY §9).
 
     Scores every sample of ``data`` at each grid sparsity ``k·step`` (``⌈1/step⌉ + 1`` forward
-    passes over ``data``, ``1/step`` of them pruned), then recomputes both threshold rules on
-    ``resamples`` bootstrap resamples of the samples (no further passes). ``tolerance`` is in
-    accuracy units (0.01 = one point), as in :func:`find_threshold`; ``strict`` compares with
-    ``>``. ``params`` / ``min_per_layer`` select and protect weights as in
-    :func:`~phasetrans.pruned`. ``batch_fn`` as in :func:`~phasetrans.evaluate_accuracy`.
+    passes) and at the sparsities :func:`~phasetrans.find_threshold` visits on the ``resolution``
+    grid for the set and for each of ``resamples`` bootstrap resamples (each visited once: a few
+    dozen to a few hundred passes), then reads every rule of :data:`RULES` on every resample.
+    ``tolerance`` is in accuracy units (0.01 = one point) and ``strict`` compares with ``>``, as
+    in :func:`~phasetrans.find_threshold`. ``params`` / ``min_per_layer`` select and protect
+    weights as in :func:`~phasetrans.pruned`. ``criterion`` (with ``criterion_data``,
+    ``loss_fn``, ``criterion_options``: the data and loss a criterion reads, e.g. the training set
+    for ``"fisher_taylor"``): what to prune, prepared once, as in
+    :func:`~phasetrans.find_threshold`. ``batch_fn`` as in :func:`~phasetrans.evaluate_accuracy`.
     Needs every evaluation sample on one process. The model comes back bit-for-bit.
 
-    Example: ``sp = pt.threshold_spread(model, test)``; ``sp.window``, ``sp.last_holding_interval``,
-    ``sp.error_floor["last_holding"]`` (a fraction: ×100 for points).
+    Example: ``sp = pt.threshold_spread(model, test)``; ``sp.measured``, ``sp.window``,
+    ``sp.intervals["find_threshold"]``, ``sp.error_floor["find_threshold"]`` (fractions: ×100 for
+    points).
     """
     check_model(model)
-    tolerance, strict, step, resamples, level, seed, min_per_layer = _check(
-        tolerance, strict, step, resamples, level, seed, min_per_layer)
-    count = int(np.ceil(1.0 / step - 1e-9))
-    sparsity = np.round(np.minimum(np.arange(count + 1) * step, 1.0), 12)
-    bar = progress_bar(resolve_progress(progress), len(sparsity), "threshold spread", "pass")
-    rows = []
+    tolerance, strict, step, resolution, resamples, level, seed, min_per_layer = _check(
+        tolerance, strict, step, resolution, resamples, level, seed, min_per_layer)
+    crit = resolve_criterion(criterion, model, criterion_data, loss_fn, params, criterion_options)
+    prune_kwargs = {"min_per_layer": min_per_layer, "params": params,
+                    "criterion": "magnitude" if crit is None else crit}
+    sparsity = np.round(np.minimum(np.arange(int(np.ceil(1.0 / step - 1e-9)) + 1) * step, 1.0), 12)
+    M = int(np.ceil(1.0 / resolution - 1e-9))
+    bar = progress_bar(resolve_progress(progress), None, "threshold spread", "pass")
     with preserve_model(model), bar:
-        for s in sparsity:
-            with pruned(model, float(s), min_per_layer=min_per_layer, params=params):
-                rows.append(evaluate_correct(model, data, batch_fn=batch_fn))
-            bar.update(1)
-    correct = np.stack(rows)
-    n = correct.shape[1]
-    accuracy = correct.mean(axis=1)
-    baseline = float(accuracy[0])
-    holds = accuracy > baseline - tolerance if strict else accuracy >= baseline - tolerance - 1e-12
-    window = tuple(float(v) for v in threshold_rules(sparsity, holds))
-    first, last = _bootstrap_rules(sparsity, correct, tolerance, strict, resamples, seed)
+        scores = _Scores(model, data, batch_fn, prune_kwargs, bar)
+        correct = np.stack([scores(float(s)) for s in sparsity])
+        n = correct.shape[1]
+        accuracy = correct.mean(axis=1)
+        holds = accuracy > accuracy[0] - tolerance if strict else accuracy >= accuracy[0] - tolerance - 1e-12
+        window = tuple(float(v) for v in threshold_rules(sparsity, holds))
+        measured = _search(scores, np.ones(n, dtype=np.int64), M, tolerance, strict)
+        parts: dict[str, list] = {r: [] for r in RULES}
+        for counts in _resample_counts(n, resamples, seed):
+            first, last = _grid_rules(sparsity, correct, counts, tolerance, strict)
+            parts["first_failure"].append(first)
+            parts["last_holding"].append(last)
+            parts["find_threshold"].append(np.array([_search(scores, c, M, tolerance, strict) for c in counts]))
+    draws = {r: np.concatenate(parts[r]) for r in RULES}
     q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
-    for a in (sparsity, accuracy, first, last):
+    for a in (sparsity, accuracy, *draws.values()):
         a.setflags(write=False)
     return ThresholdSpread(
-        sparsity=sparsity, accuracy=accuracy, baseline=baseline, tolerance=tolerance, strict=strict,
-        n_samples=n, window=window, first_failure_draws=first, last_holding_draws=last, level=level,
-        first_failure_interval=tuple(float(v) for v in np.percentile(first, q)),
-        last_holding_interval=tuple(float(v) for v in np.percentile(last, q)),
-        error_floor={"first_failure": 0.5 * gini_mean_difference(first),
-                     "last_holding": 0.5 * gini_mean_difference(last)},
-        seed=seed,
+        sparsity=sparsity, accuracy=accuracy, baseline=float(accuracy[0]), tolerance=tolerance,
+        strict=strict, resolution=1.0 / M, n_samples=n, measured=measured, window=window, draws=draws,
+        intervals={r: tuple(float(v) for v in np.percentile(d, q)) for r, d in draws.items()},
+        error_floor={r: 0.5 * gini_mean_difference(d) for r, d in draws.items()}, level=level, seed=seed,
     )

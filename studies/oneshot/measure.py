@@ -8,6 +8,9 @@ and the measured one-shot threshold with its measurement window.
 - Measured: ``pt.find_threshold`` on test accuracy, tolerance 0 (the reference protocol); the
   test accuracy on a 0.005 grid gives the *measurement window* ``[last s before the first failure,
   last s that holds]``: every point of it is a possible outcome of the zero-tolerance protocol.
+- Spread (:func:`spread_of`): ``pt.threshold_spread`` of that protocol and of the one-point one,
+  on the test and on the training set: how far the measurement moves when the test set is
+  resampled, and the error floor it sets for every estimator (THEORY §9).
 """
 
 from __future__ import annotations
@@ -21,29 +24,37 @@ from phasetrans.oneshot import predict_oneshot
 from phasetrans.predict import estimate_eps, predict_sparsity
 from phasetrans.prune.masks import pruned
 from phasetrans.prune.threshold import find_loss_threshold, find_threshold
+from phasetrans.prune.threshold_spread import threshold_rules, threshold_spread
 
-__all__ = ["measure_case", "window_of"]
+__all__ = ["SPREADS", "measure_case", "spread_of", "window_of"]
 
 TOLERANCES = (1.0, 2.0, 4.0)
 
 
 def window_of(s: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
-    """``(last s before the first failing one, last s that holds)`` on a grid."""
-    bad = np.nonzero(~ok)[0]
-    lo = float(s[bad[0] - 1]) if bad.size and bad[0] > 0 else (0.0 if bad.size else float(s[-1]))
-    hi = float(s[ok].max()) if ok.any() else 0.0
-    return lo, max(lo, hi)
+    """``(last s before the first failing one, last s that holds)`` on a grid
+    (:func:`~phasetrans.prune.threshold_spread.threshold_rules`)."""
+    first, last = threshold_rules(np.asarray(s), np.asarray(ok, dtype=bool))
+    return float(first), float(last)
 
 
-def _accuracy_grid(model, test, dense: float, step: float = 0.005) -> dict:
-    grid = np.round(np.arange(0.0, 1.0 + 1e-9, step), 4)
-    acc = []
-    for s in grid:
-        with pruned(model, float(s)):
-            acc.append(evaluate_accuracy(model, [test]))
-    acc = np.array(acc)
-    lo, hi = window_of(grid, acc >= dense - 1e-9)
-    return {"sparsity": grid.tolist(), "accuracy": acc.tolist(), "window": [lo, hi]}
+#: the measurements whose bootstrap spread every case records: (data, tolerance in accuracy units)
+SPREADS = {"test": ("test", 0.0), "test_tol1pt": ("test", 0.01),
+           "train": ("train", 0.0), "train_tol1pt": ("train", 0.01)}
+
+
+def spread_of(model: nn.Module, hdata, test, resamples: int = 1000, step: float = 0.005) -> dict:
+    """``pt.threshold_spread`` of the zero-tolerance and the one-point protocol, on the test set
+    (the measurement) and on the training set (the same protocol on the data an estimator may
+    see): window, bootstrap intervals and error floors, accuracy curves on the shared grid."""
+    out = {}
+    for key, (which, tol) in SPREADS.items():
+        sp = threshold_spread(model, [test if which == "test" else hdata], tolerance=tol, step=step,
+                              resamples=resamples, seed=0)
+        d = sp.to_dict()
+        d.pop("sparsity")
+        out[key] = d
+    return out
 
 
 def measure_case(name: str, model: nn.Module, train, hdata, test, num_steps: int = 80,
@@ -78,7 +89,9 @@ def measure_case(name: str, model: nn.Module, train, hdata, test, num_steps: int
     with clock("measured"):
         thr = find_threshold(model, acc)
     with clock("window"):
-        curve = _accuracy_grid(model, test, thr.baseline)
+        spread = spread_of(model, hdata, test)
+    grid = np.round(np.arange(0.0, 1.0 + 1e-9, 0.005), 4).tolist()
+    curve = {"sparsity": grid, "accuracy": spread["test"]["accuracy"], "window": spread["test"]["window"]}
     refit = None
     if refit_steps:
         with clock("refit"):
@@ -90,6 +103,6 @@ def measure_case(name: str, model: nn.Module, train, hdata, test, num_steps: int
         "spike_mass": app["spike_mass"], "implied_l1": app["implied_l1"],
         "estimates": est, "estimate": est["forward_2"]["sparsity"],
         "measured": thr.sparsity, "measured_evaluations": thr.evaluations,
-        "window": curve["window"], "curve": curve, "refit_loss": refit, "refit_steps": refit_steps,
+        "window": curve["window"], "curve": curve, "spread": spread, "refit_loss": refit, "refit_steps": refit_steps,
         "slq": [num_steps, num_probes], "timings": clock.timings,
     }

@@ -8,7 +8,8 @@ import numpy as np
 
 from phasetrans.theory.applicability import MAX_RATIO, SPIKE_MARGIN
 
-__all__ = ["ESTIMATORS", "GROUPS", "RULES", "SHIPPED", "distance_to_window", "group_of", "render_markdown", "summarize"]
+__all__ = ["ESTIMATORS", "GROUPS", "MEASUREMENTS", "RULES", "SHIPPED", "distance_to_window", "floor_of", "group_of",
+           "render_markdown", "summarize"]
 
 #: estimator key -> how to read it from a case
 ESTIMATORS: dict[str, Callable[[dict], float]] = {
@@ -44,6 +45,27 @@ def distance_to_window(x: float, window: list) -> float:
     """Points from ``x`` to the measurement window (0 inside)."""
     lo, hi = window
     return 0.0 if lo - 1e-9 <= x <= hi + 1e-9 else 100 * min(abs(x - lo), abs(x - hi))
+
+
+#: (label, spread key, rule) of the measurements whose reproducibility the study reports; the
+#: first is the study's measured value (``pt.find_threshold``, tolerance 0), the target's reference
+MEASUREMENTS = (("tolerance 0, find_threshold (the study's measured value)", "test", "find_threshold"),
+                ("tolerance 0, first failure", "test", "first_failure"),
+                ("tolerance 0, last holding (reference code)", "test", "last_holding"),
+                ("tolerance 1 point, find_threshold", "test_tol1pt", "find_threshold"),
+                ("tolerance 1 point, last holding", "test_tol1pt", "last_holding"))
+
+
+def floor_of(c: dict, key: str = "test", rule: str = "find_threshold") -> float:
+    """Points: the bootstrap error floor of a case's measurement (default: the study's measured
+    value, ``pt.find_threshold`` at tolerance 0 on the test set)."""
+    return 100 * c["spread"][key]["error_floor"][rule]
+
+
+def _value(c: dict, key: str, rule: str) -> float:
+    """A measurement's value on the set itself."""
+    sp = c["spread"][key]
+    return sp["measured"] if rule == "find_threshold" else sp["window"][0 if rule == "first_failure" else 1]
 
 
 def _baselines(cases: list[dict]) -> dict:
@@ -89,16 +111,51 @@ def summarize(cases: list[dict]) -> dict:
         out["groups"][g] = {"cases": [c["name"] for c in cs],
                             "estimators": {k: _stats(cs, f) for k, f in ESTIMATORS.items()},
                             "rules": {k: _rule_stats(cs, r) for k, r in RULES.items()}}
+    for g, cs in groups.items():
+        if cs and all("spread" in c for c in cs):
+            out["groups"][g]["attainability"] = _attainability(cs)
     out["targets"] = {}
     for g in GROUPS:
         d = out["groups"][g]
         if d["cases"]:
             out["targets"][f"estimator (median ≤ 2, max ≤ 5), {g}"] = _met(d["estimators"][DEFAULT], 2, 5)
     for g in GROUPS:
+        a = out["groups"][g].get("attainability")
+        if a:
+            f = a["measurements"][MEASUREMENTS[0][0]]["floor"]
+            out["targets"][f"measured value reproducible enough for the estimator target "
+                           f"(bootstrap error floor: median ≤ 2, max ≤ 5 points), {g}"] = (
+                f["median"] <= 2 and f["max"] <= 5)
+    for g in GROUPS:
         d = out["groups"][g]
         if d["cases"]:
             out["targets"][f"applies: worst |s* − one-shot| ≤ 3 where True, {g}"] = (
                 (d["rules"][SHIPPED]["worst"] or 0) <= 3)
+    return out
+
+
+def _attainability(cases: list[dict]) -> dict:
+    """Per measurement: the bootstrap error floors (points) and 90% interval widths, and how far
+    the same protocol measured
+    on the *training* set lands from the test measurement (an estimator that sees more than
+    ``predict_oneshot`` may), with the default estimator's error against each measurement."""
+    def stats(x, names):
+        x = np.asarray(x, dtype=float)
+        i = int(x.argmax())
+        return {"median": float(np.median(x)), "max": float(x.max()), "over2": int((x > 2).sum()),
+                "over5": int((x > 5).sum()), "worst": names[i]}
+    names = [c["name"] for c in cases]
+    out = {"n": len(cases), "measurements": {}}
+    for label, key, rule in MEASUREMENTS:
+        train_key = key.replace("test", "train")
+        iv = [c["spread"][key]["intervals"][rule] for c in cases]
+        out["measurements"][label] = {
+            "floor": stats([floor_of(c, key, rule) for c in cases], names),
+            "interval_width": float(np.median([100 * (b - a) for a, b in iv])),
+            "train_protocol_error": stats([100 * abs(_value(c, train_key, rule) - _value(c, key, rule))
+                                           for c in cases], names),
+            "estimate_error": stats([100 * abs(c["estimate"] - _value(c, key, rule)) for c in cases], names),
+            "paper_error": stats([100 * abs(c["paper"] - _value(c, key, rule)) for c in cases], names)}
     return out
 
 
@@ -172,6 +229,54 @@ def _drivers(cases: list[dict]) -> list[str]:
     return rows
 
 
+def _attainability_tables(groups: dict) -> list[str]:
+    rows = ["| group | measured quantity (test set) | n | median floor | max floor | floor > 2 / > 5 pts | "
+            "median 90% interval | worst |", "|---|---|---:|---:|---:|---|---:|---|"]
+    rows2 = ["| group | measured quantity (test set) | same protocol on the training set: median / max \\|diff\\| | "
+             "predict_oneshot: median / max \\|err\\| | paper s*: median / max \\|err\\| |", "|---|---|---|---|---|"]
+    for g in GROUPS:
+        a = groups[g].get("attainability")
+        if not a:
+            continue
+        for label, m in a["measurements"].items():
+            f = m["floor"]
+            rows.append(f"| {g} | {label} | {a['n']} | {f['median']:.2f} | {f['max']:.2f} | {f['over2']} / {f['over5']} | "
+                        f"{m['interval_width']:.1f} | `{f['worst']}` |")
+            t, e, p = m["train_protocol_error"], m["estimate_error"], m["paper_error"]
+            rows2.append(f"| {g} | {label} | {t['median']:.1f} / {t['max']:.1f} (`{t['worst']}`) | "
+                         f"{e['median']:.1f} / {e['max']:.1f} | {p['median']:.1f} / {p['max']:.1f} |")
+    return rows + [""] + rows2
+
+
+def _attainability_section(groups: dict) -> list[str]:
+    if not any(groups[g].get("attainability") for g in GROUPS):
+        return []
+    return [
+        "## Is the estimator target attainable? The measurement's own spread", "",
+        "`pt.threshold_spread` scores every test sample on the 0.005 grid and resamples the test set "
+        "1000 times (bootstrap; dense and pruned nets scored on the same resample), recomputing the "
+        "threshold under both rules of the protocol. If `M` and `M'` are the thresholds measured on two "
+        "independent test sets of the same size and `ŝ` is any estimate that does not see them, "
+        "`|M − M'| ≤ |ŝ − M| + |ŝ − M'|`, so `E|ŝ − M| ≥ ½ E|M − M'|`: the **error floor** (half the Gini "
+        "mean difference of the bootstrap draws, in points) is the smallest expected error any "
+        "estimator — a theory, a training-set measurement, a second test set — can have against the "
+        "measurement (THEORY §9). A net whose floor exceeds 5 points puts the max ≤ 5 target out of "
+        "reach of every estimator; a median floor above 2 does the same for the median target.", "",
+        *_attainability_tables(groups), "",
+        "![error floors of the measurement, and the estimator's error against them](figures/oneshot_floor.png)", "",
+        "Reading the tables. The zero-tolerance measurement (the reference protocol, the one the issue's "
+        "target is stated against) cannot be reproduced to 5 points on the nets listed with floor > 5: "
+        "on those nets every estimator misses it by more than 5 points on average over test sets, so the "
+        "max ≤ 5 target is unattainable as stated. A one-point tolerance makes the measurement "
+        "reproducible (last-holding floors below 5 on every net), but it is then not determined by the "
+        "training data: the very same protocol run on the *training* set — more than any training-data "
+        "estimator sees — lands tens of points away on networks that interpolate their training data "
+        "(training accuracy 1.000: the training points' margins say nothing about where test points "
+        "flip). Both obstacles sit on the networks without a strong l1 penalty; in the paper's regime "
+        "(applies True) the measurement is sharp and the estimates land on it.", "",
+    ]
+
+
 def render_markdown(res: dict) -> str:
     """``ONESHOT.md`` from the results (do not edit by hand: rerun the command)."""
     summ, cases = res["summary"], res["cases"]
@@ -221,6 +326,7 @@ def render_markdown(res: dict) -> str:
               "held-out sets the test margins differ from the training ones (breast_cancer, wine: test accuracy "
               "survives far past the loss threshold; make_moons: noisy labels make ε large), which no function of "
               "training loss and ε can see.", "",
+              *_attainability_section(summ["groups"]),
               "## Every case", "", *_case_table(cases)]
     if summ["collapsed"]:
         lines += ["", f"Collapsed (dense accuracy < 0.5, left out of the statistics): {', '.join(summ['collapsed'])}."]

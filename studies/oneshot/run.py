@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from phasetrans._io import atomic_write_json, atomic_write_text, read_json
-from phasetrans.report.plots import plot_oneshot_study
+from phasetrans.report.plots import plot_measurement_floor, plot_oneshot_study
 
 from .cases import HELDOUT, HELDOUT2, L1S, SCHEDULES, case_name, load_or_train
-from .measure import measure_case
+from .measure import measure_case, spread_of
 from .render import render_markdown, summarize
 
 __all__ = ["all_cases", "main", "run_study"]
@@ -44,6 +44,9 @@ def draw_figures(res: dict, out: Path) -> None:
     figdir.mkdir(parents=True, exist_ok=True)
     plot_oneshot_study(res["cases"], path=figdir / "oneshot.png")
     res["figures"] = ["figures/oneshot.png"]
+    if any("spread" in c for c in res["cases"]):
+        plot_measurement_floor(res["cases"], path=figdir / "oneshot_floor.png")
+        res["figures"].append("figures/oneshot_floor.png")
 
 
 def run_study(out: str | Path = "docs", weights: str | None = None, cases=None, num_steps: int = 80,
@@ -102,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reassess", action="store_true",
                    help="recompute every case's spike mass (from --weights) and `applies` with the current rule, "
                         "then rerender (no SLQ, no pruning)")
+    p.add_argument("--spread", action="store_true",
+                   help="recompute every case's measurement window and bootstrap spread (pt.threshold_spread on the "
+                        "test and training sets, from --weights), then rerender (no SLQ)")
     return p
 
 
@@ -119,13 +125,29 @@ def reassess(cases: list[dict], weights: str) -> None:
         c.update(spike_mass=verdict.spike_mass, applies=verdict.applies, warnings=list(verdict.warnings))
 
 
+def respread(cases: list[dict], weights: str, log=print) -> None:
+    """``spread`` (and the window and accuracy curve it gives) of every case, from the trained weights."""
+    for c in cases:
+        t = time.perf_counter()
+        model, _, hdata, test, _ = load_or_train(c["arch"], c["l1"], c["schedule"], weights, load_only=True)
+        c["spread"] = spread_of(model, hdata, test)
+        c["window"] = c["spread"]["test"]["window"]
+        c["curve"] = {**c["curve"], "accuracy": c["spread"]["test"]["accuracy"], "window": c["window"]}
+        c.setdefault("timings", {})["spread"] = time.perf_counter() - t
+        log(f"[oneshot] {c['name']}: spread in {time.perf_counter() - t:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     out = Path(a.out)
-    if a.rerender or a.reassess:
+    if a.rerender or a.reassess or a.spread:
         res = read_json(out / "oneshot.json")
         if a.reassess:
             reassess(res["cases"], a.weights)
+        if a.spread:
+            torch.set_num_threads(a.threads)
+            respread(res["cases"], a.weights)
+            res["spread_command"] = "python -m studies.oneshot " + " ".join(sys.argv[1:] if argv is None else argv)
         res["summary"] = summarize(res["cases"])
         draw_figures(res, out)
         atomic_write_json(out / "oneshot.json", res)

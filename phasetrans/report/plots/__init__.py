@@ -38,11 +38,13 @@ from .run import (
     plot_report,
     plot_saved,
     plot_spectrum,
+    plot_threshold_spread,
 )
 from .study import (
     plot_case_curve,
     plot_criteria,
     plot_l1_ablation,
+    plot_measurement_floor,
     plot_oneshot_study,
     plot_prediction_scatter,
 )
@@ -56,11 +58,13 @@ __all__ = [
     "plot_report",
     "plot_overview",
     "plot_saved",
+    "plot_threshold_spread",
     "plot_prediction_scatter",
     "plot_case_curve",
     "plot_l1_ablation",
     "plot_criteria",
     "plot_oneshot_study",
+    "plot_measurement_floor",
     "applicability_note",
     "new_axes",
     "new_figure",

@@ -32,7 +32,7 @@ from ._base import (
 _CROSSING_NOTE = REGIME + "; the window is the transition's sharpness, not an error bar"
 
 __all__ = ["FIGURE_NAMES", "plot_spectrum", "plot_crossing", "plot_prediction", "plot_pruning_curve",
-           "plot_layers", "plot_report", "plot_overview", "plot_saved"]
+           "plot_layers", "plot_report", "plot_overview", "plot_saved", "plot_threshold_spread"]
 
 # ------------------------------------------------------------------------------------------
 def _pyplot_or_new_axes(ax: Any, figsize: tuple[float, float], pyplot: bool):
@@ -414,3 +414,46 @@ def plot_saved(result: Any, directory: str | os.PathLike) -> list[Path]:
         return [out / FIGURE_NAMES["spectrum"]]
     raise ValueError("result is not a saved report, prediction or spectrum (expected the JSON written "
                      "by validate / phasetrans validate, phasetrans predict or phasetrans spectrum)")
+
+
+_SPREAD_NOTE = ("the measured threshold's own uncertainty (bootstrap over the evaluation set): no "
+                "estimate that does not see that set, the theory included, can beat the error floor on average")
+
+
+def plot_threshold_spread(spread: Any, path: Any = None):
+    """How precisely an evaluation set measures the one-shot threshold
+    (:func:`~phasetrans.threshold_spread`, THEORY §9). Left: the set's accuracy along the pruning
+    grid, the dense accuracy minus the tolerance dotted, the measurement window (first failure to
+    last holding) shaded and ``find_threshold``'s value dashed. Right: for each rule, the bootstrap
+    draws as a histogram (when the result has them: a ``ThresholdSpread`` or
+    ``to_dict(draws=True)``) with its ``level`` interval and the error floor in the legend.
+    ``spread``: a ``ThresholdSpread`` or its ``to_dict()``."""
+    sp = spread.to_dict(draws=True) if hasattr(spread, "to_dict") else spread
+    if not isinstance(sp, dict) or not {"sparsity", "accuracy", "window", "intervals", "error_floor"} <= set(sp):
+        raise TypeError("spread must be a ThresholdSpread or its to_dict()")
+    fig, (ax, bx) = new_figure((11, 4.2), 1, 2, dpi=100)
+    s, acc = np.asarray(sp["sparsity"]), np.asarray(sp["accuracy"])
+    lo, hi = sp["window"]
+    ax.axvspan(lo, hi, color="tab:orange", alpha=0.2, label=f"window [{lo:.3f}, {hi:.3f}]")
+    ax.plot(s, acc, "-", color=MEAS_COLOR, lw=1)
+    ax.axhline(sp["baseline"] - sp["tolerance"], color="k", ls=":", lw=0.8, label="dense − tolerance")
+    ax.axvline(sp["measured"], color="tab:blue", ls="--", lw=1, label=f"find_threshold {sp['measured']:.3f}")
+    ax.set(xlabel="sparsity", ylabel="accuracy on the evaluation set", ylim=(max(0.0, acc.min() - 0.02), 1.0))
+    titled(ax, "One-shot pruning curve", _SPREAD_NOTE)
+    ax.legend(fontsize="small", loc="lower left")
+    ax.grid(True, alpha=0.3)
+    colors = {"find_threshold": "tab:blue", "first_failure": "tab:green", "last_holding": "tab:purple"}
+    draws = sp.get("draws") or {}
+    for i, (rule, (a, b)) in enumerate(sp["intervals"].items()):
+        col = colors.get(rule, f"C{i}")
+        label = f"{rule}: {100 * sp['level']:.0f}% [{a:.3f}, {b:.3f}], floor {100 * sp['error_floor'][rule]:.1f} pts"
+        if rule in draws:
+            bx.hist(draws[rule], bins=np.linspace(0, 1, 101), color=col, alpha=0.45, label=label)
+        else:
+            bx.plot([a, b], [i + 1, i + 1], "-", color=col, lw=4, label=label)
+    bx.set(xlabel="threshold on a resampled evaluation set", ylabel="resamples" if draws else "")
+    titled(bx, "Bootstrap spread of the measurement", _SPREAD_NOTE)
+    bx.legend(fontsize="small")
+    bx.grid(True, alpha=0.3)
+    save(fig, path)
+    return fig
