@@ -8,13 +8,17 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import digits_tensors, trained_mlp
 from torch.utils.data import DataLoader, TensorDataset
 
 import phasetrans as pt
 from phasetrans._checks import fingerprints_equal, model_fingerprint
-from phasetrans.prune.threshold_spread import _grid_rules, _resample_counts, gini_mean_difference, threshold_rules
-
-from conftest import digits_tensors, trained_mlp
+from phasetrans.prune.threshold_spread import (
+    _grid_rules,
+    _resample_counts,
+    gini_mean_difference,
+    threshold_rules,
+)
 
 
 def _rules_brute(s, holds):

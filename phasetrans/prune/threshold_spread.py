@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from .._checks import check_bool, check_float, check_fraction, check_int, check_model, preserve_model
+from .._checks import (
+    check_bool,
+    check_float,
+    check_fraction,
+    check_int,
+    check_model,
+    preserve_model,
+)
 from .._progress import progress_bar, resolve_progress
 from ..evaluate import evaluate_correct
 from ..params import ParamSelection

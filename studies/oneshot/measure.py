@@ -22,7 +22,6 @@ from phasetrans._timing import Stopwatch
 from phasetrans.evaluate import evaluate_accuracy
 from phasetrans.oneshot import predict_oneshot
 from phasetrans.predict import estimate_eps, predict_sparsity
-from phasetrans.prune.masks import pruned
 from phasetrans.prune.threshold import find_loss_threshold, find_threshold
 from phasetrans.prune.threshold_spread import threshold_rules, threshold_spread
 
