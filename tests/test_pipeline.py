@@ -292,3 +292,22 @@ def test_summary_states_the_threshold_rule_plainly(report, data, model):
     tol = pt.validate(model, nn.CrossEntropyLoss(), train, test, tolerance=0.01, **FAST)
     b = tol.threshold.baseline
     assert f">= {b - 0.01:.4f} = dense {b:.4f} − tolerance 0.01" in tol.summary()
+
+
+def test_validate_spread_is_threshold_spread_of_the_trained_model(data, model, tmp_path):
+    """spread=True: the report carries pt.threshold_spread of the model under the run's tolerance,
+    strictness and resolution (its measured value is the report's threshold), shows it in the
+    summary, writes threshold_spread.png and comes back from report.json intact."""
+    train, test = data
+    rep = pt.validate(model, nn.CrossEntropyLoss(), train, test, spread=True, out=tmp_path, **FAST)
+    direct = pt.threshold_spread(model, test, resolution=0.01)
+    assert rep.spread.measured == rep.threshold.sparsity == direct.measured
+    assert all(pytest.approx(direct.draws[r].tolist()) == rep.spread.draws[r].tolist() for r in direct.draws)
+    assert "measurement: over test sets of this size" in rep.summary()
+    assert (tmp_path / "threshold_spread.png").is_file() and rep.config["spread"] is True
+    back = pt.Report.from_json(tmp_path / "report.json")
+    assert back.to_dict() == rep.to_dict() and back.spread.error_floor == rep.spread.error_floor
+    with pytest.raises(ValueError, match="spread"):
+        pt.validate(model, nn.CrossEntropyLoss(), train, test, spread=True, metric="neg_loss", **FAST)
+    with pytest.raises(TypeError, match="spread"):
+        pt.validate(model, nn.CrossEntropyLoss(), train, test, spread=1, **FAST)

@@ -92,6 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model, nn.CrossEntropyLoss(), train, test, l1=recipe["l1"], epochs=recipe["epochs"],
         lr=recipe["lr"], num_steps=recipe["num_steps"], num_probes=recipe["num_probes"],
         seed=args.seed, out=out, hessian_data=hessian_data(train, {}), progress=_progress(args),
+        spread=True,
     )
     wall = clock.elapsed
     payload = {"command": "demo", "predicted_sparsity": report.predicted,
@@ -265,7 +266,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         refit=cfg.get("refit"), tolerance=float(cfg.get("tolerance", 0.0)),
         resolution=float(cfg.get("resolution", 1e-3)), hessian_data=hessian_data(train, cfg),
         progress=_progress(args), criterion=cfg.get("criterion", "magnitude"), metric=metric(cfg),
-        **kwargs,
+        spread=bool(cfg.get("spread", False)), **kwargs,
     )
     emit(args, {"command": "validate", **report.to_dict()}, report.summary())
     return EXIT_OK

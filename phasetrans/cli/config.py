@@ -51,6 +51,7 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "loss": (str,),
     "metric": (str,),
     "checkpoint_dir": (str,),
+    "spread": (bool,),
 }
 
 
@@ -139,7 +140,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"--config: unknown keys {unknown}; allowed: {sorted(CONFIG_KEYS)}")
     for key, value in cfg.items():
         types = CONFIG_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
             raise UsageError(f"--config: {key} must be {names}, got {type(value).__name__} ({value!r})")
     return cfg

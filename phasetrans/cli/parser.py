@@ -177,8 +177,15 @@ def _add_validate(sub: Any) -> None:
     p.add_argument("--tolerance", type=float, help="drop of the metric allowed at the threshold (default 0)")
     p.add_argument("--refit", type=int, help="also measure after this many re-fit steps on the kept support")
     p.add_argument("--resolution", type=float, help="sparsity grid step of the threshold search (default 1e-3)")
+    _spread_option(p)
     _criterion_option(p)
     p.set_defaults(func=commands.cmd_validate)
+
+
+def _spread_option(p: Any) -> None:
+    p.add_argument("--spread", action="store_true", default=None,
+                   help="also measure how precisely the test set measures the threshold (bootstrap "
+                        "interval and error floor; ~200 extra pruned passes over the test set)")
 
 
 def _add_plot(sub: Any) -> None:

@@ -120,6 +120,39 @@ class ThresholdSpread:
             d["draws"] = {k: v.tolist() for k, v in self.draws.items()}
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ThresholdSpread:
+        """The result of :meth:`to_dict` with ``draws=True`` (``to_dict(draws=True)`` of it equals ``d``)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"d must be a dict (ThresholdSpread.to_dict(draws=True)), got {type(d).__name__}")
+        missing = sorted({"sparsity", "accuracy", "baseline", "tolerance", "strict", "resolution", "n_samples",
+                          "measured", "window", "draws", "intervals", "error_floor", "level", "seed"} - d.keys())
+        if missing:
+            raise ValueError(f"d is missing keys {missing} (not a ThresholdSpread.to_dict(draws=True))")
+
+        def frozen(values: Any) -> np.ndarray:
+            a = np.array(values, dtype=np.float64)
+            a.setflags(write=False)
+            return a
+
+        return cls(sparsity=frozen(d["sparsity"]), accuracy=frozen(d["accuracy"]), baseline=float(d["baseline"]),
+                   tolerance=float(d["tolerance"]), strict=bool(d["strict"]), resolution=float(d["resolution"]),
+                   n_samples=int(d["n_samples"]), measured=float(d["measured"]),
+                   window=tuple(float(v) for v in d["window"]),
+                   draws={k: frozen(v) for k, v in d["draws"].items()},
+                   intervals={k: tuple(float(x) for x in v) for k, v in d["intervals"].items()},
+                   error_floor={k: float(v) for k, v in d["error_floor"].items()}, level=float(d["level"]),
+                   seed=int(d["seed"]))
+
+    def summary(self) -> str:
+        """One line: the measured value, its bootstrap interval and error floor (points)."""
+        lo, hi = self.intervals["find_threshold"]
+        return (f"over test sets of this size ({self.n_samples} samples, "
+                f"{next(iter(self.draws.values())).size} bootstrap resamples) the measured threshold lands in "
+                f"[{lo:.3f}, {hi:.3f}] ({100 * self.level:.0f}%); error floor "
+                f"{100 * self.error_floor['find_threshold']:.2f} points: no prediction can be expected closer "
+                f"(window [{self.window[0]:.3f}, {self.window[1]:.3f}])")
+
 
 class _Scores:
     """Per-sample correctness of the pruned model at each sparsity, computed once (a pruned

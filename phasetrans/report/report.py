@@ -142,6 +142,9 @@ class Report:
     - ``dense``: test accuracy / test loss / train loss of the unpruned model.
     - ``timings``: seconds per stage; ``training``: the l1 training history (or ``None``);
       ``config``: the arguments; ``figures``: paths of the PNGs ``validate`` wrote (sorted).
+    - ``spread``: with ``validate(spread=True)``, the :class:`~phasetrans.ThresholdSpread` of the
+      measured threshold (its bootstrap interval over test sets of this size and the error floor
+      it sets for any prediction), else ``None``.
     """
 
     prediction: Any
@@ -156,6 +159,7 @@ class Report:
     config: dict = field(default_factory=dict)
     figures: list = field(default_factory=list)
     model: Any = field(default=None, repr=False)
+    spread: Any = None
 
     @property
     def predicted(self) -> float:
@@ -202,6 +206,7 @@ class Report:
             "training": None if self.training is None else self.training.to_dict(),
             "config": self.config,
             "figures": [str(p) for p in self.figures],
+            "spread": None if self.spread is None else self.spread.to_dict(draws=True),
         }
         return to_jsonable(out)
 
@@ -269,6 +274,8 @@ class Report:
         if p.applies is not None:  # THEORY §7: does s* describe one-shot pruning of this network?
             lines.insert(1, f"theory {'applies' if p.applies else 'does NOT apply'} to this network"
                             + "".join(f"\n  - {w}" for w in p.warnings))
+        if self.spread is not None:  # THEORY §9: how precisely the test set measures it
+            lines.insert(3 if p.applies is not None else 2, f"  measurement: {self.spread.summary()}")
         if self.refit_threshold is not None:
             lines.append(f"after re-fit on the support  {self.refit_threshold.sparsity:.4f}")
         if self.loss_threshold is not None:
@@ -322,6 +329,7 @@ def _threshold(d: Any, key: str) -> Any:
 
 def _report_from_dict(cls: type, d: Any) -> Report:
     """:meth:`Report.from_dict`."""
+    from ..prune.threshold_spread import ThresholdSpread
     from ..theory.critical import Prediction
     from ..train import TrainHistory
 
@@ -342,4 +350,5 @@ def _report_from_dict(cls: type, d: Any) -> Report:
         loss_threshold=_threshold(d.get("loss_threshold"), "loss_threshold"),
         training=None if training is None else TrainHistory(**training),
         config=d.get("config") or {}, figures=[Path(p) for p in d.get("figures") or []],
+        spread=None if d.get("spread") is None else ThresholdSpread.from_dict(d["spread"]),
     )

@@ -16,6 +16,8 @@ of stages (one function each, timed by one :class:`~phasetrans._timing.Stopwatch
    on held-out data (:func:`~phasetrans.find_threshold` with test accuracy); ``refit_threshold``
    the same after a short re-fit on the kept support; ``loss_threshold`` the loss criterion
    ``L(w^(s)) <= L(w*) + eps`` (:func:`~phasetrans.find_loss_threshold`);
+   ``spread`` (with ``spread=True``): how far that threshold moves over test sets of the same
+   size (:func:`~phasetrans.threshold_spread`, bootstrap) and the error floor it sets;
 5. ``curve``: test accuracy and loss along the pruning curve (:func:`~phasetrans.pruning_curve`);
 6. ``layers``: the per-layer kept fraction at the threshold and at the prediction;
 7. ``plots`` and ``report.json`` (with ``out``; figures from :mod:`phasetrans.report.plots`).
@@ -146,6 +148,15 @@ def _loss_threshold(work: nn.Module, run: ValidateRun, eps: float, crit: Any = N
                                criterion=_by(crit), progress=run.progress)
 
 
+def _spread(work: nn.Module, run: ValidateRun, crit: Any = None) -> Any:
+    """How precisely the test set measures the threshold: its bootstrap spread under the same
+    criterion, tolerance, strictness and resolution (:func:`~phasetrans.threshold_spread`)."""
+    from ..prune.threshold_spread import threshold_spread
+
+    return threshold_spread(work, run.test, tolerance=run.tolerance, strict=run.strict,
+                            resolution=run.resolution, criterion=_by(crit), progress=run.progress)
+
+
 def _curve(work: nn.Module, run: ValidateRun, threshold: Any, prediction: Any, crit: Any = None) -> dict:
     """The test metric (under the key ``accuracy``, whatever ``metric`` is: the figures read it
     there) and the test loss at the points the threshold search evaluated, ``curve_points`` evenly
@@ -218,6 +229,7 @@ def validate(
     criterion_options: dict | None = None,
     batch_fn: Callable | None = None,
     metric: str | Callable[[nn.Module, Any], float] = "accuracy",
+    spread: bool = False,
 ) -> Report:
     """Train (optionally), predict, prune, compare: the whole check on one model.
 
@@ -259,6 +271,12 @@ def validate(
         ``metric(model, test_batches) -> float``. With another metric than accuracy,
         ``report.dense["test_metric"]`` holds its dense value, ``report.config["metric"]`` its
         name, and ``report.curve["accuracy"]`` its values along the curve.
+    spread
+        Also measure how precisely the test set measures the threshold
+        (:func:`~phasetrans.threshold_spread`: ``⌈1/0.005⌉ + 1`` pruned passes over ``test_data``
+        plus those of ``find_threshold``'s search on 1000 bootstrap resamples): ``report.spread``,
+        a line in ``summary()``, ``threshold_spread.png``. Needs ``metric="accuracy"`` and every
+        test sample on one process.
     progress
         Bars of the long stages (training epochs, SLQ steps, trace products, threshold
         evaluations, curve) on standard error; ``None`` (default): only when standard error is a
@@ -290,14 +308,14 @@ def validate(
 
     Returns a :class:`Report` (``timings``: seconds per stage, and ``total``).
 
-    (Over 80 lines only for its signature and the documentation of its 28 parameters: the body
+    (Over 80 lines only for its signature and the documentation of its 29 parameters: the body
     is the list of stages above, one line each.)
     """
     clock = Stopwatch()
     run = check_validate_args(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes,
                    seed, out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points,
                    resolution, strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion,
-                   criterion_options, batch_fn, metric)
+                   criterion_options, batch_fn, metric, spread)
     if run.metric_name == "accuracy":
         # accuracy must be defined (several outputs, labels in range) before any long stage:
         # a regression model (one output, MSELoss) is refused here, not after training
@@ -324,6 +342,10 @@ def validate(
         if run.loss_criterion:
             with clock("loss_threshold"):
                 loss_threshold = _loss_threshold(work, run, prediction.eps, crit)
+        threshold_spread = None
+        if run.spread:
+            with clock("spread"):
+                threshold_spread = _spread(work, run, crit)
         with clock("curve"):
             curve = _curve(work, run, threshold, prediction, crit)
         with clock("layers"):
@@ -332,5 +354,6 @@ def validate(
         prediction=prediction, threshold=threshold, curve=curve, timings=clock.timings, dense=dense,
         layers=layers, refit_threshold=refit_threshold, loss_threshold=loss_threshold,
         training=history, config=run.config(), model=work if work is not model else None,
+        spread=threshold_spread,
     )
     return _write(report, run.out, clock)

@@ -24,7 +24,7 @@ from .._checks import (
 )
 from .._io import check_out_dir
 from .._progress import resolve_progress
-from ..distributed import is_main_process
+from ..distributed import is_distributed, is_main_process
 from ..prune.criteria import criterion_label
 from ..prune.threshold import MIN_RESOLUTION
 
@@ -81,6 +81,7 @@ class ValidateRun:
     criterion_options: dict | None = None
     metric: Callable[[nn.Module, Any], float] = None  # type: ignore[assignment]
     metric_name: str = "accuracy"
+    spread: bool = False
 
     def config(self) -> dict:
         """The arguments as recorded in ``Report.config``."""
@@ -93,7 +94,7 @@ class ValidateRun:
             "loss_criterion": self.loss_criterion,
             "train_kwargs": self.train_kwargs, "predict_kwargs": self.predict_kwargs,
             "criterion": criterion_label(self.criterion), "criterion_options": self.criterion_options,
-            "metric": self.metric_name,
+            "metric": self.metric_name, "spread": self.spread,
         }
 
     @property
@@ -103,13 +104,14 @@ class ValidateRun:
 
 
 #: What :func:`validate` writes to ``out`` (checked before any work: none may be a folder).
-OUT_FILES = ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png", "layers.png")
+OUT_FILES = ("report.json", "spectrum.png", "crossing.png", "pruning_curve.png", "layers.png",
+             "threshold_spread.png")
 
 
 def check_validate_args(model, loss_fn, train_data, test_data, l1, epochs, lr, eps, num_steps, num_probes, seed,
              out, refit, tolerance, inplace, hessian_data, loss_criterion, curve_points, resolution,
              strict, refit_lr, progress, train_kwargs, predict_kwargs, criterion="magnitude",
-             criterion_options=None, batch_fn=None, metric="accuracy") -> ValidateRun:
+             criterion_options=None, batch_fn=None, metric="accuracy", spread=False) -> ValidateRun:
     """Every argument of :func:`validate` checked (in signature order), before any work."""
     from ..predict import predict_sparsity
     from ..train import train_l1
@@ -158,6 +160,14 @@ def check_validate_args(model, loss_fn, train_data, test_data, l1, epochs, lr, e
     if l1 is not None:
         train_kwargs.setdefault("progress", progress)
     criterion, criterion_options = check_criterion_arg(criterion, criterion_options)
+    metric_args = check_metric_arg(metric, loss_fn)
+    check_bool(spread, "spread")
+    if spread and metric_args["metric_name"] != "accuracy":
+        raise ValueError(f"spread=True measures the spread of the test-accuracy threshold: it needs "
+                         f"metric='accuracy', got metric={metric_args['metric_name']!r}")
+    if spread and is_distributed():
+        raise ValueError("spread=True needs every test sample on one process; it is not available "
+                         "under torch.distributed")
     if out is not None and is_main_process():  # last check, before any work: no result lost to it
         check_out_dir(out, "out", OUT_FILES)
     return ValidateRun(
@@ -167,8 +177,7 @@ def check_validate_args(model, loss_fn, train_data, test_data, l1, epochs, lr, e
         tolerance=tolerance, inplace=inplace, loss_criterion=loss_criterion,
         curve_points=curve_points, resolution=resolution, strict=strict, refit_lr=refit_lr,
         progress=progress, train_kwargs=train_kwargs, predict_kwargs=predict_kwargs,
-        criterion=criterion, criterion_options=criterion_options,
-        **check_metric_arg(metric, loss_fn),
+        criterion=criterion, criterion_options=criterion_options, spread=spread, **metric_args,
     )
 
 

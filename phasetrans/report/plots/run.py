@@ -337,13 +337,15 @@ FIGURE_NAMES = {
     "crossing": "crossing.png",
     "pruning_curve": "pruning_curve.png",
     "layers": "layers.png",
+    "threshold_spread": "threshold_spread.png",
 }
 
 
 def plot_report(report: Any, directory: str | os.PathLike) -> list[Path]:
-    """Write the four figures of a ``Report`` into ``directory`` (created if needed):
+    """Write the figures of a ``Report`` into ``directory`` (created if needed):
     ``spectrum.png`` (only when the prediction used SLQ), ``crossing.png``,
-    ``pruning_curve.png``, ``layers.png``. Returns the paths written. ``report``: a ``Report``,
+    ``pruning_curve.png``, ``layers.png``, and ``threshold_spread.png`` when the report has a
+    spread (``validate(spread=True)``). Returns the paths written. ``report``: a ``Report``,
     its dict or its JSON file (``report.json``): the figures redrawn from a saved run."""
     rep = as_report(report)
     if not isinstance(directory, (str, os.PathLike)):
@@ -362,6 +364,9 @@ def plot_report(report: Any, directory: str | os.PathLike) -> list[Path]:
                     ("layers", plot_layers)):
         fn(rep, path=d / FIGURE_NAMES[key])
         written.append(d / FIGURE_NAMES[key])
+    if getattr(rep, "spread", None) is not None:
+        plot_threshold_spread(rep.spread, path=d / FIGURE_NAMES["threshold_spread"])
+        written.append(d / FIGURE_NAMES["threshold_spread"])
     return written
 
 
