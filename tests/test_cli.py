@@ -103,10 +103,14 @@ def test_config_files_are_parsed_safely(tmp_path, capsys):
     good = tmp_path / "run.toml"
     good.write_text('model = "digits_mlp"\nnum_steps = 5\n[model_kwargs]\nhidden = [16]\n')
     assert load_config(good) == {"model": "digits_mlp", "num_steps": 5, "model_kwargs": {"hidden": [16]}}
+    flag = tmp_path / "flag.json"
+    flag.write_text('{"spread": true}')
+    assert load_config(flag) == {"spread": True}  # the one boolean setting
     cases = {
         "unknown.json": ('{"modle": "x"}', "unknown keys"),
         "type.json": ('{"num_steps": "many"}', "num_steps must be int"),
         "bool.json": ('{"seed": true}', "seed must be int"),
+        "spread.json": ('{"spread": 1}', "spread must be bool"),
         "broken.json": ('{"seed": ', "could not parse"),
         "list.json": ("[1, 2]", "top level"),
         "run.yaml": ("seed: 1", ".json or .toml"),
@@ -233,7 +237,9 @@ def test_demo_quick(tmp_path, capsys):
     d = json.loads(out)
     assert abs(d["predicted_sparsity"] - d["measured_sparsity"]) < 0.1
     assert (tmp_path / "report.json").is_file()
-    assert len(list(tmp_path.glob("*.png"))) == 4
+    assert len(list(tmp_path.glob("*.png"))) == 5  # with the measurement's spread
+    spread = d["report"]["spread"]
+    assert spread["measured"] == d["measured_sparsity"] and spread["error_floor"]["find_threshold"] < 0.05
 
 
 @pytest.mark.slow
