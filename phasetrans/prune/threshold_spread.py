@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from .._batches import FixedOrder, as_batches
 from .._checks import (
     check_bool,
     check_float,
@@ -218,6 +219,18 @@ def _resample_counts(n: int, resamples: int, seed: int):
         yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start))
 
 
+def _in_memory(data: Any, batch_fn: Callable | None) -> list:
+    """``data``'s ``(inputs, targets)`` batches read once, in one fixed order, and kept: the
+    evaluation set is scored hundreds of times (a DataLoader's per-sample collation would
+    otherwise dominate)."""
+    batches = as_batches(data, "data", batch_fn)
+    with FixedOrder(batches)():
+        kept = [tuple(batch) for batch in batches]
+    if not kept:
+        raise ValueError("data: no batches to evaluate")
+    return kept
+
+
 def _check(tolerance, strict, step, resolution, resamples, level, seed, min_per_layer):
     tolerance = check_float(tolerance, "tolerance", minimum=0.0, maximum=1.0)
     strict = check_bool(strict, "strict")
@@ -253,7 +266,8 @@ def threshold_spread(model: nn.Module, data: Any, tolerance: float = 0.0, strict
     ``loss_fn``, ``criterion_options``: the data and loss a criterion reads, e.g. the training set
     for ``"fisher_taylor"``): what to prune, prepared once, as in
     :func:`~phasetrans.find_threshold`. ``batch_fn`` as in :func:`~phasetrans.evaluate_accuracy`.
-    Needs every evaluation sample on one process. The model comes back bit-for-bit.
+    ``data`` is read once, in one fixed order, and its batches kept in memory. Needs every
+    evaluation sample on one process. The model comes back bit-for-bit.
 
     Example: ``sp = pt.threshold_spread(model, test)``; ``sp.measured``, ``sp.window``,
     ``sp.intervals["find_threshold"]``, ``sp.error_floor["find_threshold"]`` (fractions: ×100 for
@@ -269,7 +283,7 @@ def threshold_spread(model: nn.Module, data: Any, tolerance: float = 0.0, strict
     M = int(np.ceil(1.0 / resolution - 1e-9))
     bar = progress_bar(resolve_progress(progress), None, "threshold spread", "pass")
     with preserve_model(model), bar:
-        scores = _Scores(model, data, batch_fn, prune_kwargs, bar)
+        scores = _Scores(model, _in_memory(data, batch_fn), None, prune_kwargs, bar)
         correct = np.stack([scores(float(s)) for s in sparsity])
         n = correct.shape[1]
         accuracy = correct.mean(axis=1)
