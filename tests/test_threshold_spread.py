@@ -215,3 +215,21 @@ def test_plot_threshold_spread_from_the_result_and_its_dict(model_and_test, tmp_
     assert len(fig.axes[1].lines) == 3
     with pytest.raises(TypeError, match="ThresholdSpread"):
         pt.plots.plot_threshold_spread({"window": [0, 1]})
+
+
+def test_best_coverage_is_the_best_fixed_estimate_by_brute_force(model_and_test):
+    """``best_coverage(h)`` = max over s of the share of draws within h of s (s on every draw ± h
+    and a fine grid: the optimum sits at a window's edge)."""
+    model, test = model_and_test
+    sp = pt.threshold_spread(model, [test], step=0.05, resamples=300, seed=1)
+    for rule in ("find_threshold", "last_holding"):
+        m = sp.draws[rule]
+        for h in (0.0, 0.02, 0.05):
+            candidates = np.concatenate([m - h, m + h, np.linspace(0, 1, 2001)])
+            brute = max(np.mean(np.abs(m - s) <= h + 1e-12) for s in candidates)
+            assert sp.best_coverage(h, rule) == pytest.approx(brute, abs=1e-12)
+    assert sp.best_coverage(1.0) == 1.0
+    with pytest.raises(ValueError, match="rule"):
+        sp.best_coverage(0.05, "median")
+    with pytest.raises(ValueError, match="half_width"):
+        sp.best_coverage(-0.1)

@@ -275,6 +275,12 @@ def test_oneshot_study_attainability_floors_and_figure(tmp_path):
     assert lh["floor"]["max"] == pytest.approx(7.0) and lh["train_protocol_error"]["max"] == pytest.approx(10.0)
     ff = a["measurements"]["tolerance 0, first failure"]
     assert ff["floor"]["over5"] == 1 and ff["train_protocol_error"]["max"] == pytest.approx(20.0)
+    assert m["best_coverage_5"] is None  # not recorded: no column
+    for c, cover in zip(cases, (0.4, 0.95, 1.0)):
+        c["spread"]["test"]["best_coverage"] = {"find_threshold": {"2": cover / 2, "5": cover}}
+    m = O.summarize(cases)["groups"]["calibration"]["attainability"]["measurements"][
+        "tolerance 0, find_threshold (the study's measured value)"]
+    assert m["best_coverage_5"] == {"min": 0.4, "under90": 1, "worst": "a"}
     key = ("measured value reproducible enough for the estimator target (bootstrap error floor: "
            "median ≤ 2, max ≤ 5 points), calibration")
     assert O.summarize(cases)["targets"][key] is False

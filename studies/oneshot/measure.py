@@ -23,7 +23,7 @@ from phasetrans.evaluate import evaluate_accuracy
 from phasetrans.oneshot import predict_oneshot
 from phasetrans.predict import estimate_eps, predict_sparsity
 from phasetrans.prune.threshold import find_loss_threshold, find_threshold
-from phasetrans.prune.threshold_spread import threshold_rules, threshold_spread
+from phasetrans.prune.threshold_spread import RULES, threshold_rules, threshold_spread
 
 __all__ = ["SPREADS", "measure_case", "spread_of", "window_of"]
 
@@ -52,6 +52,8 @@ def spread_of(model: nn.Module, hdata, test, resamples: int = 1000, step: float 
                               resamples=resamples, seed=0)
         d = sp.to_dict()
         d.pop("sparsity")
+        # how often even the best fixed estimate lands within 2 / 5 points of a new test set's value
+        d["best_coverage"] = {r: {"2": sp.best_coverage(0.02, r), "5": sp.best_coverage(0.05, r)} for r in RULES}
         out[key] = d
     return out
 
