@@ -170,14 +170,14 @@ class _Scores:
     """Per-sample correctness of the pruned model at each sparsity, computed once (a pruned
     forward pass over the evaluation set) and reused by every resample."""
 
-    def __init__(self, model, data, batch_fn, prune_kwargs, bar):
-        self.model, self.data, self.batch_fn, self.prune_kwargs, self.bar = model, data, batch_fn, prune_kwargs, bar
+    def __init__(self, model: nn.Module, batches: list, prune_kwargs: dict, bar: Any):
+        self.model, self.batches, self.prune_kwargs, self.bar = model, batches, prune_kwargs, bar
         self.cache: dict[float, np.ndarray] = {}
 
     def __call__(self, sparsity: float) -> np.ndarray:
         if sparsity not in self.cache:
             with pruned(self.model, sparsity, **self.prune_kwargs):
-                self.cache[sparsity] = evaluate_correct(self.model, self.data, batch_fn=self.batch_fn)
+                self.cache[sparsity] = evaluate_correct(self.model, self.batches)
             self.bar.update(1)
         return self.cache[sparsity]
 
@@ -294,7 +294,7 @@ def threshold_spread(model: nn.Module, data: Any, tolerance: float = 0.0, strict
     M = int(np.ceil(1.0 / resolution - 1e-9))
     bar = progress_bar(resolve_progress(progress), None, "threshold spread", "pass")
     with preserve_model(model), bar:
-        scores = _Scores(model, _in_memory(data, batch_fn), None, prune_kwargs, bar)
+        scores = _Scores(model, _in_memory(data, batch_fn), prune_kwargs, bar)
         correct = np.stack([scores(float(s)) for s in sparsity])
         n = correct.shape[1]
         accuracy = correct.mean(axis=1)
