@@ -286,7 +286,7 @@ def _attainability_section(groups: dict, command: str | None) -> list[str]:
         "over test sets of the same size, so the max ≤ 5 target is unattainable as stated, by any method. "
         "The last-holding rule at a one-point tolerance is the reproducible measurement here (floor at most "
         "about 5 points), but it is not determined by the training data: the very same protocol run on the "
-        "*training* set — more than any training-data estimator sees — lands tens of points away on "
+        "*training* set (a training-data estimate that reads accuracy, more than `predict_oneshot` reads) lands tens of points away on "
         "networks that interpolate their training data (training accuracy 1.000: the training points' "
         "margins say nothing about where test points flip). Both obstacles sit on the networks without a "
         "strong l1 penalty; where the paper's prediction applies the measurement is sharp (floor below "
