@@ -6,7 +6,7 @@ Both run in eval mode under ``no_grad`` and leave the model bit-for-bit as it wa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -78,11 +78,19 @@ def _correct_mask(outputs: Any, targets: torch.Tensor, index: int, name: str,
     return pred == targets
 
 
-def _correct(outputs: Any, targets: torch.Tensor, index: int, name: str,
-             caller: str = "evaluate_accuracy") -> tuple[int, int]:
-    """``(correct, count)`` of one batch (:func:`_correct_mask`'s checks)."""
-    mask = _correct_mask(outputs, targets, index, name, caller)
-    return int(mask.sum().item()), mask.numel()
+def _batch_masks(model: nn.Module, data: Any, batch_fn: Callable | None, caller: str) -> Iterator[torch.Tensor]:
+    """Per-sample correctness of each batch of ``data`` (:func:`_correct_mask`'s checks), in eval
+    mode under ``no_grad``, one fixed order of a shuffling loader; the model comes back as it was."""
+    check_model(model)
+    if batch_fn is not None:
+        check_callable(batch_fn, "batch_fn")
+    batches = as_batches(data, batch_fn=batch_fn)
+    device, dtype = model_device_dtype(model)
+    with preserve_model(model), torch.no_grad(), FixedOrder(batches)():
+        model.eval()
+        for index, (inputs, targets) in enumerate(batches):
+            inputs, targets = move_batch(inputs, targets, device, dtype)
+            yield _correct_mask(call_model(model, inputs), targets, index, batches.name, caller)
 
 
 def evaluate_accuracy(model: nn.Module, data: Any, batch_fn: Callable | None = None) -> float:
@@ -95,22 +103,13 @@ def evaluate_accuracy(model: nn.Module, data: Any, batch_fn: Callable | None = N
     (:class:`~phasetrans._batches.FixedOrder`). ``batch_fn(batch) -> (inputs, targets)`` for
     batches of another shape; tuple inputs are the model's positional arguments, dict inputs its
     keyword arguments."""
-    check_model(model)
-    if batch_fn is not None:
-        check_callable(batch_fn, "batch_fn")
-    batches = as_batches(data, batch_fn=batch_fn)
-    device, dtype = model_device_dtype(model)
     correct = total = 0
-    with preserve_model(model), torch.no_grad(), FixedOrder(batches)():
-        model.eval()
-        for index, (inputs, targets) in enumerate(batches):
-            inputs, targets = move_batch(inputs, targets, device, dtype)
-            c, n = _correct(call_model(model, inputs), targets, index, batches.name)
-            correct += c
-            total += n
+    for mask in _batch_masks(model, data, batch_fn, "evaluate_accuracy"):
+        correct += int(mask.sum().item())
+        total += mask.numel()
     # data-parallel: each rank evaluates its shard; the counts are summed over ranks (a rank
     # that passes the whole set counts it world_size times, which leaves the ratio unchanged)
-    correct, total = _sum_over_ranks(correct, total, device)
+    correct, total = _sum_over_ranks(correct, total, model_device_dtype(model)[0])
     return correct / total
 
 
@@ -125,18 +124,7 @@ def evaluate_correct(model: nn.Module, data: Any, batch_fn: Callable | None = No
     if is_distributed():
         raise RuntimeError("evaluate_correct needs every evaluation sample on one process; under "
                            "torch.distributed call it on one rank with the whole evaluation set")
-    check_model(model)
-    if batch_fn is not None:
-        check_callable(batch_fn, "batch_fn")
-    batches = as_batches(data, batch_fn=batch_fn)
-    device, dtype = model_device_dtype(model)
-    parts = []
-    with preserve_model(model), torch.no_grad(), FixedOrder(batches)():
-        model.eval()
-        for index, (inputs, targets) in enumerate(batches):
-            inputs, targets = move_batch(inputs, targets, device, dtype)
-            parts.append(_correct_mask(call_model(model, inputs), targets, index, batches.name,
-                                       "evaluate_correct").reshape(-1).cpu())
+    parts = [m.reshape(-1).cpu() for m in _batch_masks(model, data, batch_fn, "evaluate_correct")]
     if not parts:
         raise ValueError("data: no batches to evaluate")
     return torch.cat(parts).numpy().astype(bool)
@@ -154,7 +142,7 @@ def check_classifier(model: nn.Module, data: Any, name: str = "data",
         model.eval()
         for inputs, targets in batches:
             inputs, targets = move_batch(inputs, targets, device, dtype)
-            _correct(call_model(model, inputs), targets, 0, name, caller)
+            _correct_mask(call_model(model, inputs), targets, 0, name, caller)
             return
 
 
