@@ -25,7 +25,7 @@ from phasetrans.predict import estimate_eps, predict_sparsity
 from phasetrans.prune.threshold import find_loss_threshold, find_threshold
 from phasetrans.prune.threshold_spread import RULES, threshold_rules, threshold_spread
 
-__all__ = ["SPREADS", "measure_case", "spread_of", "window_of"]
+__all__ = ["SPREADS", "curve_of", "measure_case", "spread_of", "window_of"]
 
 TOLERANCES = (1.0, 2.0, 4.0)
 
@@ -42,20 +42,27 @@ SPREADS = {"test": ("test", 0.0), "test_tol1pt": ("test", 0.01),
            "train": ("train", 0.0), "train_tol1pt": ("train", 0.01)}
 
 
-def spread_of(model: nn.Module, hdata, test, resamples: int = 1000, step: float = 0.005) -> dict:
-    """``pt.threshold_spread`` of the zero-tolerance and the one-point protocol, on the test set
-    (the measurement) and on the training set (the same protocol on the data an estimator may
-    see): window, bootstrap intervals and error floors, accuracy curves on the shared grid."""
+def spread_of(model: nn.Module, hdata, test, resamples: int = 1000, step: float = 0.005) -> tuple[list, dict]:
+    """``(grid, spreads)``: ``pt.threshold_spread`` of the zero-tolerance and the one-point
+    protocol, on the test set (the measurement) and on the training set (the same protocol on the
+    data an estimator may see): window, bootstrap intervals and error floors, accuracy curves on
+    the shared sparsity ``grid``."""
     out = {}
     for key, (which, tol) in SPREADS.items():
         sp = threshold_spread(model, [test if which == "test" else hdata], tolerance=tol, step=step,
                               resamples=resamples, seed=0)
         d = sp.to_dict()
-        d.pop("sparsity")
+        grid = d.pop("sparsity")  # one grid for all four: it goes to the case's curve
         # how often even the best fixed estimate lands within 2 / 5 points of a new test set's value
         d["best_coverage"] = {r: {"2": sp.best_coverage(0.02, r), "5": sp.best_coverage(0.05, r)} for r in RULES}
         out[key] = d
-    return out
+    return grid, out
+
+
+def curve_of(grid: list, spread: dict) -> dict:
+    """The case's accuracy ``curve`` and measurement ``window``: the test measurement's."""
+    test = spread["test"]
+    return {"sparsity": grid, "accuracy": test["accuracy"], "window": test["window"]}
 
 
 def measure_case(name: str, model: nn.Module, train, hdata, test, num_steps: int = 80,
@@ -90,9 +97,8 @@ def measure_case(name: str, model: nn.Module, train, hdata, test, num_steps: int
     with clock("measured"):
         thr = find_threshold(model, acc)
     with clock("window"):
-        spread = spread_of(model, hdata, test)
-    grid = np.round(np.arange(0.0, 1.0 + 1e-9, 0.005), 4).tolist()
-    curve = {"sparsity": grid, "accuracy": spread["test"]["accuracy"], "window": spread["test"]["window"]}
+        grid, spread = spread_of(model, hdata, test)
+    curve = curve_of(grid, spread)
     refit = None
     if refit_steps:
         with clock("refit"):

@@ -135,10 +135,10 @@ def summarize(cases: list[dict]) -> dict:
 
 
 def _attainability(cases: list[dict]) -> dict:
-    """Per measurement: the bootstrap error floors (points) and 90% interval widths, and how far
-    the same protocol measured
-    on the *training* set lands from the test measurement (an estimator that sees more than
-    ``predict_oneshot`` may), with the default estimator's error against each measurement."""
+    """Per measurement: the bootstrap error floors (points), 90% interval widths and best-estimate
+    coverage, how far the same protocol measured on the *training* set lands from the test
+    measurement (a training-data estimate that reads accuracy), and the default estimator's and
+    the paper's errors against each measurement."""
     def stats(x, names):
         x = np.asarray(x, dtype=float)
         i = int(x.argmax())

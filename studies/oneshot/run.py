@@ -22,7 +22,7 @@ from phasetrans._io import atomic_write_json, atomic_write_text, read_json
 from phasetrans.report.plots import plot_measurement_floor, plot_oneshot_study
 
 from .cases import HELDOUT, HELDOUT2, L1S, SCHEDULES, case_name, load_or_train
-from .measure import measure_case, spread_of
+from .measure import curve_of, measure_case, spread_of
 from .render import render_markdown, summarize
 
 __all__ = ["all_cases", "main", "run_study"]
@@ -130,9 +130,9 @@ def respread(cases: list[dict], weights: str, log=print) -> None:
     for c in cases:
         t = time.perf_counter()
         model, _, hdata, test, _ = load_or_train(c["arch"], c["l1"], c["schedule"], weights, load_only=True)
-        c["spread"] = spread_of(model, hdata, test)
-        c["window"] = c["spread"]["test"]["window"]
-        c["curve"] = {**c["curve"], "accuracy": c["spread"]["test"]["accuracy"], "window": c["window"]}
+        grid, c["spread"] = spread_of(model, hdata, test)
+        c["curve"] = curve_of(grid, c["spread"])
+        c["window"] = c["curve"]["window"]
         c.setdefault("timings", {})["spread"] = time.perf_counter() - t
         log(f"[oneshot] {c['name']}: spread in {time.perf_counter() - t:.1f} s")
 

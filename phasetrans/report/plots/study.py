@@ -166,6 +166,14 @@ def plot_criteria(cases: Any, path: Any = None):
     return fig
 
 
+def _l1_axis(ax: Any, cases: list[dict]) -> dict:
+    """A categorical x axis of the l1 strengths of ``cases`` on ``ax`` (ticks labelled); returns
+    ``{l1: position}``."""
+    l1s = sorted({c["l1"] for c in cases})
+    ax.set_xticks(range(len(l1s)), [f"{v:g}" for v in l1s])
+    return {v: i for i, v in enumerate(l1s)}
+
+
 def plot_oneshot_study(cases: Any, path: Any = None):
     """The one-shot study (``studies.oneshot``): left, paper s* (open) and one-shot estimate
     (filled) against the measured one-shot threshold, the measurement window as a horizontal
@@ -192,14 +200,12 @@ def plot_oneshot_study(cases: Any, path: Any = None):
     titled(ax, "Prediction and estimate vs measurement")
     ax.legend(fontsize="small")
     ax.grid(True, alpha=0.3)
-    l1s = sorted({c["l1"] for c in cases})
-    pos = {v: i for i, v in enumerate(l1s)}
+    pos = _l1_axis(bx, cases)
     rng = np.random.default_rng(0)
     for key, col, dx in (("paper", PRED_COLOR, -0.12), ("estimate", "tab:blue", 0.12)):
         xs = [pos[c["l1"]] + dx + rng.uniform(-0.05, 0.05) for c in cases]
         bx.plot(xs, [abs(c[key] - c["measured"]) * 100 for c in cases], "o", color=col, ms=4,
                 alpha=0.7, label="paper s*" if key == "paper" else "predict_oneshot")
-    bx.set_xticks(range(len(l1s)), [f"{v:g}" for v in l1s])
     bx.set_yscale("symlog", linthresh=1)
     bx.set_ylim(bottom=0)
     bx.axhline(3, color="k", ls=":", lw=0.8)
@@ -226,14 +232,12 @@ def plot_measurement_floor(cases: Any, path: Any = None):
     err = np.array([100 * abs(c["estimate"] - c["spread"]["test"]["measured"]) for c in cases])
     col = ["tab:green" if c["applies"] else "tab:red" for c in cases]
     fig, (ax, bx) = new_figure((12, 5), 1, 2, dpi=100)
-    l1s = sorted({c["l1"] for c in cases})
-    pos = {v: i for i, v in enumerate(l1s)}
+    pos = _l1_axis(ax, cases)
     rng = np.random.default_rng(0)
     ax.scatter([pos[c["l1"]] + rng.uniform(-0.15, 0.15) for c in cases], floor, c=col, s=18, alpha=0.8)
     for y, lab in ((2, "median target"), (5, "max target")):
         ax.axhline(y, color="k", ls=":", lw=0.8)
-        ax.text(len(l1s) - 0.5, y, lab, va="bottom", ha="right", fontsize="small")
-    ax.set_xticks(range(len(l1s)), [f"{v:g}" for v in l1s])
+        ax.text(len(pos) - 0.5, y, lab, va="bottom", ha="right", fontsize="small")
     ax.set(xlabel="l1 strength of training", ylabel="error floor of the measurement (points)")
     titled(ax, "Zero-tolerance one-shot threshold: how far it moves with the test set")
     ax.grid(True, alpha=0.3)
